@@ -1,0 +1,1 @@
+"""Data: OME-Zarr stores, patch sampling, normalisation, datamodules and synthetic phantoms."""

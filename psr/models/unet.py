@@ -1,0 +1,91 @@
+"""U-Net generators from segmentation-models-pytorch, applied to the upsampled input (PSSR style)."""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class UNet(nn.Module):
+    """segmentation-models-pytorch ``Unet`` on the input upsampled by ``scale`` (PSSR's recipe).
+
+    Input ``(B, in_channels, Y, X)`` → output ``(B, out_channels, scale·Y, scale·X)``. The low-resolution
+    input is first resized to the target grid (``upsample_mode``), then restored by the U-Net; with
+    ``residual`` the U-Net predicts a correction to that interpolation. Inputs whose upsampled size is not
+    a multiple of ``2**encoder_depth`` are reflect-padded and cropped back, so any image size works.
+    Encoder weights are random unless ``encoder_weights`` names a pretrained set.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        out_channels: int = 1,
+        scale: int = 4,
+        encoder_name: str = "resnet18",
+        encoder_depth: int = 5,
+        decoder_channels: tuple[int, ...] | list[int] = (256, 128, 64, 32, 16),
+        encoder_weights: str | None = None,
+        upsample_mode: str = "bilinear",
+        residual: bool = True,
+    ) -> None:
+        super().__init__()
+        if int(scale) != scale or scale < 1:
+            raise ValueError(f"UNet scale must be an integer >= 1, got {scale!r}")
+        decoder_channels = tuple(decoder_channels)
+        if len(decoder_channels) != encoder_depth:
+            raise ValueError(
+                f"UNet decoder_channels has {len(decoder_channels)} entries but encoder_depth is {encoder_depth}:"
+                " give one decoder width per encoder stage"
+            )
+        self.scale = int(scale)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.upsample_mode = upsample_mode
+        self.residual = residual and in_channels == out_channels
+        self.multiple = 2**encoder_depth
+        self.net = smp.Unet(
+            encoder_name=encoder_name,
+            encoder_depth=encoder_depth,
+            encoder_weights=encoder_weights,
+            decoder_channels=decoder_channels,
+            in_channels=in_channels,
+            classes=out_channels,
+        )
+        self._drop_unused_encoder_stages()
+
+    def _drop_unused_encoder_stages(self) -> None:
+        """Remove encoder stages beyond ``encoder_depth``.
+
+        segmentation-models-pytorch builds every stage of the backbone and skips the deeper ones in
+        ``forward``; their parameters would never get a gradient (and DDP would stall on them).
+        """
+        encoder = self.net.encoder
+        probe = torch.zeros(1, self.in_channels, 2 * self.multiple, 2 * self.multiple)
+        self.net.zero_grad(set_to_none=True)
+        self.net.eval()  # no batch-norm statistics updates from the probe
+        self.net(probe).sum().backward()
+        self.net.train()
+        for name, child in list(encoder.named_children()):
+            params = list(child.parameters())
+            if params and all(p.grad is None for p in params):
+                delattr(encoder, name)
+        self.net.zero_grad(set_to_none=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"UNet expects (B, {self.in_channels}, Y, X), got a tensor of shape {tuple(x.shape)}"
+            )
+        if self.scale > 1:
+            x = F.interpolate(x, scale_factor=self.scale, mode=self.upsample_mode, align_corners=False)
+        h, w = x.shape[-2:]
+        pad_h, pad_w = (-h) % self.multiple, (-w) % self.multiple
+        padded = x
+        if pad_h or pad_w:
+            # Reflection needs the pad to be smaller than the axis; tiny inputs fall back to edge padding.
+            mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+            padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+        out = self.net(padded)[..., :h, :w]
+        return out + x if self.residual else out

@@ -1,0 +1,211 @@
+"""``RestorationModule``: supervised restoration with on-the-fly degradation on the device."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from psr.crappifiers.base import Crappifier
+from psr.metrics import psnr, ssim
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+Batch = torch.Tensor | dict[str, torch.Tensor]
+
+
+def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
+    """Interpolate ``(B, C, *S)`` to ``size`` (the interpolation baseline, and panels)."""
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=size, mode="nearest")
+    if x.dim() == 5 and mode in ("bilinear", "bicubic"):
+        mode = "trilinear"
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+class RestorationModule(L.LightningModule):
+    """Train ``net`` to invert ``crappifier`` on clean patches.
+
+    Batches from the datamodule are clean targets ``(B, C, Y, X)``; ``on_after_batch_transfer``
+    degrades them on the device into ``{"input", "target"}``. A batch that already is such a dict (real
+    pairs) is used as it is. Training draws degradation parameters from a generator seeded once per
+    fit; validation re-seeds per batch from ``val_seed`` so validation pairs are identical every epoch.
+
+    Validation logs ``val/psnr`` and ``val/ssim`` of the prediction and ``val/baseline_psnr`` and
+    ``val/baseline_ssim`` of the interpolated input (``baseline_mode``), all per image with the target's
+    own max − min as the data range, then averaged. The resolved run configuration passed as ``run_config``
+    is stored in every checkpoint under ``"psr_config"``.
+    """
+
+    def __init__(
+        self,
+        net: nn.Module,
+        crappifier: Crappifier,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        monitor: str = "val/psnr",
+        baseline_mode: str = "bilinear",
+        val_seed: int = 12345,
+        n_panels: int = 4,
+        panel_dir: str | None = None,
+        run_config: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        self.net = net
+        self.crappifier = crappifier
+        self.loss_fn = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.monitor = monitor
+        self.baseline_mode = baseline_mode
+        self.val_seed = val_seed
+        self.n_panels = n_panels
+        self.panel_dir = Path(panel_dir) if panel_dir else None
+        self.run_config = run_config or {}
+        self.save_hyperparameters(
+            ignore=["net", "crappifier", "loss", "optimizer", "scheduler", "run_config", "panel_dir"],
+            logger=False,
+        )
+        self._train_generator: torch.Generator | None = None
+        self._val_batches = 0
+        self._val_sums: dict[str, float] = {}
+        self._val_count = 0
+        self.history: list[dict[str, float]] = []
+
+    # --- degradation on the device -------------------------------------------------------------
+    def _generator(self, seed: int) -> torch.Generator:
+        gen = torch.Generator(device=self.device)
+        gen.manual_seed(seed)
+        return gen
+
+    def on_fit_start(self) -> None:
+        # Drawn from the global RNG seeded by the task, offset per rank so DDP ranks differ.
+        base = int(torch.randint(0, 2**31 - 1, (1,)).item())
+        self._train_generator = self._generator(base + 7919 * self.global_rank)
+
+    def degrade(self, clean: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            degraded = self.crappifier(clean.float(), generator)
+        return {"input": degraded, "target": clean}
+
+    def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
+        if isinstance(batch, dict):
+            return batch
+        if self.trainer is not None and self.trainer.training:
+            if self._train_generator is None or self._train_generator.device != self.device:
+                self.on_fit_start()
+            assert self._train_generator is not None
+            return self.degrade(batch, self._train_generator)
+        gen = self._generator(self.val_seed * 100_003 + self._val_batches)
+        self._val_batches += 1
+        return self.degrade(batch, gen)
+
+    # --- steps ---------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        pred = self.net(batch["input"])
+        loss = self.loss_fn(pred.float(), batch["target"].float())
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}")
+        self.log("train/loss", loss, prog_bar=True, batch_size=pred.shape[0])
+        if self.trainer is not None and self.trainer.optimizers:
+            self.log("train/lr", self.trainer.optimizers[0].param_groups[0]["lr"], batch_size=pred.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val_batches = 0
+        self._val_sums = {}
+        self._val_count = 0
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        inp, target = batch["input"], batch["target"].float()
+        pred = self.net(inp).float()
+        baseline = upsample_to(inp.float(), tuple(target.shape[2:]), self.baseline_mode)
+        loss = self.loss_fn(pred, target)
+        values = {
+            "loss": loss.detach() * target.shape[0],
+            "psnr": psnr(pred, target).sum(),
+            "ssim": ssim(pred, target).sum(),
+            "baseline_psnr": psnr(baseline, target).sum(),
+            "baseline_ssim": ssim(baseline, target).sum(),
+        }
+        for key, value in values.items():
+            self._val_sums[key] = self._val_sums.get(key, 0.0) + float(value)
+        self._val_count += target.shape[0]
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_panels(inp, pred, target)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._val_count:
+            return
+        metrics = {f"val/{k}": v / self._val_count for k, v in self._val_sums.items()}
+        # Sums are accumulated per process; DDP reduces the means across ranks.
+        self.log_dict(metrics, prog_bar=False, sync_dist=True)
+        self.log(
+            "val/gain_db", metrics["val/psnr"] - metrics["val/baseline_psnr"], prog_bar=True, sync_dist=True
+        )
+        if not self.trainer.sanity_checking:
+            self.history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})
+
+    # --- panels --------------------------------------------------------------------------------
+    def _log_panels(self, inp: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+        n = min(self.n_panels, target.shape[0])
+        if n == 0:
+            return
+        size = tuple(target.shape[2:])
+        rows = []
+        for i in range(n):
+            tiles = [upsample_to(inp[i : i + 1].float(), size, "nearest")[0], pred[i], target[i]]
+            # One display range per row, from the target, so the three tiles compare honestly.
+            t = target[i]
+            lo, hi = float(t.min()), float(t.max())
+            scale = hi - lo if hi > lo else 1.0
+            row = [((tile - lo) / scale).clamp(0, 1) for tile in tiles]
+            planes = [r[0] if r.dim() == 3 else r[0, r.shape[1] // 2] for r in row]  # first channel, mid Z
+            rows.append(torch.cat(planes, dim=-1))
+        grid = torch.cat(rows, dim=-2).detach().cpu().numpy()
+        image = (grid * 255).round().astype(np.uint8)
+        caption = "input (nearest) | prediction | target"
+        if self.panel_dir is not None and self.global_rank == 0:
+            from skimage.io import imsave
+
+            self.panel_dir.mkdir(parents=True, exist_ok=True)
+            imsave(self.panel_dir / f"val_epoch{self.current_epoch:03d}.png", image, check_contrast=False)
+        for logger in self.loggers:
+            log_image = getattr(logger, "log_image", None)
+            if callable(log_image):
+                log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
+
+    # --- optimisation and checkpoints ----------------------------------------------------------
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return optimizer
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self.trainer is not None else 1
+        if not math.isfinite(total):
+            total = 1
+        # Schedules that need the run length (cosine: T_max) get it from the trainer, never from a copy.
+        accepts = inspect.signature(self.scheduler_factory).parameters
+        extra = {"T_max": total} if "T_max" in accepts else {}
+        scheduler = self.scheduler_factory(optimizer=optimizer, **extra)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["psr_config"] = self.run_config
+        checkpoint["psr_history"] = self.history
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.history = list(checkpoint.get("psr_history", []))

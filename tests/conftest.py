@@ -1,0 +1,81 @@
+"""Shared fixtures: config composition with tiny settings, and tiny zarr images."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# Small enough to run a training step in about a second on one CPU core.
+TINY = [
+    "data.n_images=3",
+    "data.image_size=64",
+    "data.patch_size=32",
+    "data.batch_size=2",
+    "data.samples_per_epoch=4",
+    "data.val_samples=2",
+    "data.num_workers=0",
+    "logger=none",
+]
+
+
+def config_names(group: str) -> list[str]:
+    """Every choice of a config group: files added later are tested automatically."""
+    return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("psr-cache")
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., object]]:
+    """Compose ``conf/train.yaml`` like the entry point does, with the run folder in ``tmp_path``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    def _compose(*overrides: str, tiny: bool = True, config_name: str = "train"):  # noqa: ANN202
+        GlobalHydra.instance().clear()
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose(
+                config_name,
+                overrides=[
+                    *(TINY if tiny else []),
+                    f"paths.output_dir={tmp_path / 'run'}",
+                    f"paths.cache_dir={cache_dir}",
+                    *overrides,
+                ],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def write_zarr(tmp_path: Path) -> Callable[..., Path]:
+    """Write ``array`` as a bare zarr array under ``tmp_path`` and return its path."""
+
+    def _write(array: np.ndarray, name: str = "image.zarr") -> Path:
+        path = tmp_path / name
+        z = zarr.create_array(str(path), shape=array.shape, dtype=array.dtype, chunks=array.shape or (1,))
+        if array.size:
+            z[...] = array
+        return path
+
+    return _write
