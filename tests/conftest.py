@@ -46,14 +46,18 @@ def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., objec
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
 
     def _compose(*overrides: str, tiny: bool = True, config_name: str = "train"):  # noqa: ANN202
         GlobalHydra.instance().clear()
+        base = TINY if tiny else []
+        if any(o.startswith("data=") and o != "data=demo" for o in overrides):
+            base = [o for o in base if not o.startswith(("data.n_images", "data.image_size"))]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(
                 config_name,
                 overrides=[
-                    *(TINY if tiny else []),
+                    *base,
                     f"paths.output_dir={tmp_path / 'run'}",
                     f"paths.cache_dir={cache_dir}",
                     *overrides,
@@ -61,6 +65,8 @@ def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., objec
                 return_hydra_config=True,
             )
         HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # the entry point's cfg has no hydra node either
         return cfg
 
     yield _compose

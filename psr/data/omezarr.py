@@ -38,11 +38,23 @@ class ImageRef:
         return f"{self.store}/{self.array_path}".rstrip("/")
 
     def open(self) -> zarr.Array:
-        root = zarr.open(self.store, mode="r")
-        node = root[self.array_path] if self.array_path else root
-        if not isinstance(node, zarr.Array):
-            raise ValueError(f"{self.name} is not a zarr array")
-        return node
+        if not self.array_path:
+            return zarr.open_array(self.store, mode="r")
+        return _array(zarr.open_group(self.store, mode="r"), self.array_path)
+
+
+def _array(group: zarr.Group, key: str) -> zarr.Array:
+    node = group[key]
+    if not isinstance(node, zarr.Array):
+        raise ValueError(f"{group.store_path}/{key} is a zarr group where an array was expected")
+    return node
+
+
+def _group(group: zarr.Group, key: str) -> zarr.Group:
+    node = group[key]
+    if not isinstance(node, zarr.Group):
+        raise ValueError(f"{group.store_path}/{key} is a zarr array where a group was expected")
+    return node
 
 
 def _ome_multiscales(attrs: dict[str, Any]) -> list[dict[str, Any]] | None:
@@ -66,7 +78,7 @@ def _refs_in(store: str, group: zarr.Group, prefix: str, depth: int) -> Iterator
         axes = "".join(str(ax["name"] if isinstance(ax, dict) else ax)[0] for ax in ms["axes"])
         level0 = ms["datasets"][0]
         path = f"{prefix}/{level0['path']}".strip("/")
-        arr = group[level0["path"]]
+        arr = _array(group, level0["path"])
         pixel_size: dict[str, float] = {}
         for transform in level0.get("coordinateTransformations", []):
             if transform.get("type") == "scale":
@@ -78,9 +90,9 @@ def _refs_in(store: str, group: zarr.Group, prefix: str, depth: int) -> Iterator
     if depth > 3:
         return
     for name in sorted(group.group_keys()):
-        yield from _refs_in(store, group[name], f"{prefix}/{name}".strip("/"), depth + 1)
+        yield from _refs_in(store, _group(group, name), f"{prefix}/{name}".strip("/"), depth + 1)
     for name in sorted(group.array_keys()):
-        arr = group[name]
+        arr = _array(group, name)
         yield ImageRef(
             store,
             f"{prefix}/{name}".strip("/"),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from psr.tasks.errors import ConfigError
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain
+
+
+def _quiet_duplicate_logs() -> None:
+    """Lightning adds its own console handler; under Hydra the root handlers already print (and file) it."""
+    root = logging.getLogger()
+    if root.handlers:
+        for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+            logging.getLogger(name).handlers.clear()
+    warnings.filterwarnings("ignore", message=".*overridden `on_after_batch_transfer`.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\)")
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropAdverts) for f in rank_zero.filters):
+        rank_zero.addFilter(_DropAdverts())
+
+
+class _DropAdverts(logging.Filter):
+    """Drop Lightning's product tips from the run log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Tip:" not in record.getMessage()
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
@@ -84,6 +106,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as ``cfg`` says; return the run summary (also written to ``summary.json``)."""
     started = time.time()
+    _quiet_duplicate_logs()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = cfg.get("ckpt_path")
@@ -126,8 +149,9 @@ def summarise(cfg: DictConfig, module: Any, trainer: L.Trainer, wall_time: float
     monitor = str(cfg.module.get("monitor", "val/psnr"))
     history: list[dict[str, float]] = list(module.history)
     best = max(history, key=lambda h: h.get(monitor, float("-inf"))) if history else {}
-    ckpt = trainer.checkpoint_callback if isinstance(trainer.checkpoint_callback, ModelCheckpoint) else None
-    last = Path(ckpt.dirpath or "") / "last.ckpt" if ckpt and ckpt.dirpath else None
+    checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+    best_cb = next((cb for cb in checkpoints if cb.monitor == monitor), None)
+    last_cb = next((cb for cb in checkpoints if cb.monitor is None), None)
     return {
         "model": _choice(cfg, "model"),
         "crappifier": _choice(cfg, "crappifier"),
@@ -141,8 +165,9 @@ def summarise(cfg: DictConfig, module: Any, trainer: L.Trainer, wall_time: float
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "wall_time_s": round(wall_time, 1),
-        "best_checkpoint": (ckpt.best_model_path or None) if ckpt else None,
-        "last_checkpoint": str(last) if last is not None and last.exists() else None,
+        "best_checkpoint": (best_cb.best_model_path or None) if best_cb else None,
+        # With no monitor, a checkpoint callback's "best" is simply the latest save.
+        "last_checkpoint": (last_cb.best_model_path or None) if last_cb else None,
         "device": str(trainer.strategy.root_device),
         "torch": torch.__version__,
     }

@@ -42,3 +42,16 @@ def test_demo_store_is_generated_once_and_reused(tmp_path) -> None:  # noqa: ANN
     assert refs[0].pixel_size["x"] > 0
     assert np.array_equal(refs[1].open()[0], render_phantom(5, 1, PhantomSpec(size=32)))
     assert not [p for p in tmp_path.iterdir() if ".tmp-" in p.name]
+
+
+def test_demo_store_opens_with_the_ome_zarr_reader(tmp_path) -> None:  # noqa: ANN001
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    path = ensure_demo_store(tmp_path, n_images=1, image_size=32, seed=0)
+    nodes = list(Reader(parse_url(str(path / "img_000")))())
+    image = nodes[0]
+    assert [ax["name"] for ax in image.metadata["axes"]] == ["c", "y", "x"]
+    level0 = np.asarray(image.data[0])
+    assert level0.shape == (1, 32, 32)
+    assert np.array_equal(level0[0], render_phantom(0, 0, PhantomSpec(size=32)))
