@@ -1,8 +1,38 @@
 """Degradation operators ("crappifiers"): batched torch modules driven by an explicit generator."""
 
-from psr.crappifiers.base import Crappifier
-from psr.crappifiers.compose import Chain
-from psr.crappifiers.noise import GaussianNoise, PoissonNoise
+from psr.crappifiers.artifacts import Background, Bleaching, ScanLineJitter
+from psr.crappifiers.base import Crappifier, Param
+from psr.crappifiers.compose import Chain, MultiFrame, OneOf, RandomApply, RandomOrder
+from psr.crappifiers.noise import (
+    Camera,
+    GaussianNoise,
+    LocalVarianceNoise,
+    PoissonNoise,
+    Quantize,
+    SaltPepper,
+)
+from psr.crappifiers.optics import GaussianBlur, OpticalPSF, PSFFromFile
 from psr.crappifiers.sampling import Downsample
 
-__all__ = ["Chain", "Crappifier", "Downsample", "GaussianNoise", "PoissonNoise"]
+__all__ = [
+    "Background",
+    "Bleaching",
+    "Camera",
+    "Chain",
+    "Crappifier",
+    "Downsample",
+    "GaussianBlur",
+    "GaussianNoise",
+    "LocalVarianceNoise",
+    "MultiFrame",
+    "OneOf",
+    "OpticalPSF",
+    "PSFFromFile",
+    "Param",
+    "PoissonNoise",
+    "Quantize",
+    "RandomApply",
+    "RandomOrder",
+    "SaltPepper",
+    "ScanLineJitter",
+]

@@ -15,6 +15,7 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
 
 from psr.tasks.errors import ConfigError
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain
@@ -57,6 +58,10 @@ def _instantiate(node: DictConfig, key: str, **kwargs: Any) -> Any:
     except InstantiationException as err:
         cause = err.__cause__ or err
         raise ConfigError(f"{key}: {cause}") from err
+    except MissingMandatoryValue as err:
+        raise ConfigError(
+            f"{err.full_key or key} has no value; set it on the command line ({err.full_key}=...)"
+        ) from err
 
 
 def build(cfg: DictConfig) -> dict[str, Any]:
@@ -87,6 +92,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"scale={scale} but crappifier={_choice(cfg, 'crappifier')} downsamples by {crap_scale}: "
             "interpolate ${scale} in the crappifier config instead of a fixed factor"
         )
+    _dry_run(crappifier, net, cfg, patch_sizes, crap_scale)
     datamodule = _instantiate(cfg.data, "data")
     try:
         datamodule.prepare_data()
@@ -101,6 +107,29 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         )
     loss = _instantiate(cfg.loss, "loss")
     return {"crappifier": crappifier, "net": net, "datamodule": datamodule, "loss": loss}
+
+
+def _dry_run(crappifier: Any, net: Any, cfg: DictConfig, patch_sizes: list[int], scale: int) -> None:
+    """Degrade one blank patch before any data is read: a kernel larger than the patch, or a pipeline
+    whose output is not the patch divided by the scale, fails here in one sentence."""
+    if not patch_sizes:
+        return
+    channels = int(getattr(net, "in_channels", 1))
+    shape = (1, channels, *(patch_sizes * 2 if len(patch_sizes) == 1 else patch_sizes))
+    generator = torch.Generator().manual_seed(0)
+    try:
+        with torch.no_grad():
+            out = crappifier(torch.full(shape, 0.5), generator)
+    except ValueError as err:
+        raise ConfigError(
+            f"crappifier={_choice(cfg, 'crappifier')} on a {list(shape[2:])} patch: {err}"
+        ) from err
+    expected = (*shape[:-2], shape[-2] // scale, shape[-1] // scale)
+    if tuple(out.shape) != expected:
+        raise ConfigError(
+            f"crappifier={_choice(cfg, 'crappifier')} turns a patch of shape {list(shape)} into {list(out.shape)};"
+            f" expected {list(expected)} (the patch divided by the scale {scale})"
+        )
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
