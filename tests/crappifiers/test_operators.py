@@ -314,3 +314,35 @@ def test_bad_batches_are_rejected() -> None:
         PoissonNoise(10.0)(torch.rand(16, 16))
     with pytest.raises(ValueError, match="larger than the image"):
         GaussianBlur(5.0)(torch.rand(1, 1, 12, 12), gen(0))
+
+
+@pytest.mark.parametrize("kshape", [(5, 5), (1, 19), (19, 1), (21, 19), (13, 11)])
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_convolution_matches_scipy_on_odd_shapes(kshape: tuple[int, int], per_sample: bool) -> None:
+    """Direct (shift-and-add) and FFT paths both equal scipy's correlation with mirrored borders."""
+    from scipy import ndimage
+
+    from psr.crappifiers.optics import convolve
+
+    x = torch.rand(2, 3, 41, 37, dtype=torch.float64, generator=gen(0))
+    kernel = torch.rand(2, *kshape, dtype=torch.float64, generator=gen(1))
+    out = convolve(x, kernel if per_sample else kernel[0], per_sample=per_sample)
+    for b in range(2):
+        ref = ndimage.correlate(x[b, 2].numpy(), kernel[b if per_sample else 0].numpy(), mode="mirror")
+        assert np.abs(out[b, 2].numpy() - ref).max() < 1e-10
+
+
+def test_convolution_of_3d_batches_with_2d_and_3d_kernels() -> None:
+    from scipy import ndimage
+
+    from psr.crappifiers.optics import convolve
+
+    x = torch.rand(1, 1, 10, 30, 30, dtype=torch.float64, generator=gen(0))
+    k2 = torch.rand(5, 5, dtype=torch.float64, generator=gen(1))
+    k3 = torch.rand(17, 5, 5, dtype=torch.float64, generator=gen(2))
+    assert np.allclose(
+        convolve(x, k2)[0, 0, 4].numpy(), ndimage.correlate(x[0, 0, 4].numpy(), k2.numpy(), mode="mirror")
+    )
+    assert np.allclose(
+        convolve(x, k3)[0, 0].numpy(), ndimage.correlate(x[0, 0].numpy(), k3.numpy(), mode="mirror")
+    )
