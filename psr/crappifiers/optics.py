@@ -89,7 +89,9 @@ def _fft_convolve(padded: torch.Tensor, kernel: torch.Tensor, kshape: tuple[int,
     # Transform lengths with small prime factors only (e.g. 548 = 4 · 137 is twice as slow as 560).
     # Zero-extending beyond the reflected margin is safe: every output kept reads only the padded image.
     fast = tuple(next_fast_len(int(n), real=True) for n in size)
-    k = torch.zeros(*kernel.shape[: kernel.dim() - len(kshape)], *fast, dtype=padded.dtype, device=padded.device)
+    k = torch.zeros(
+        *kernel.shape[: kernel.dim() - len(kshape)], *fast, dtype=padded.dtype, device=padded.device
+    )
     # conv2d/conv3d correlate; the FFT product convolves: flip the kernel so both paths agree.
     k[(...,) + tuple(slice(0, s) for s in kshape)] = torch.flip(kernel, dims=dims)
     k = torch.roll(k, shifts=tuple(-(s // 2) for s in kshape), dims=dims)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -106,6 +107,12 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             "set model.in_channels (and model.out_channels) to match, or pick data.channels"
         )
     loss = _instantiate(cfg.loss, "loss")
+    resolve = getattr(loss, "resolve_weights", None)  # losses with pretrained weights (perceptual)
+    if callable(resolve):
+        try:
+            resolve()
+        except FileNotFoundError as err:
+            raise ConfigError(f"loss={_choice(cfg, 'loss')}: {err}") from err
     return {"crappifier": crappifier, "net": net, "datamodule": datamodule, "loss": loss}
 
 
@@ -132,6 +139,23 @@ def _dry_run(crappifier: Any, net: Any, cfg: DictConfig, patch_sizes: list[int],
         )
 
 
+def _adversarial_parts(cfg: DictConfig) -> dict[str, Any]:
+    """The discriminator and GAN loss, for modules whose constructor takes them (``module=gan``)."""
+    from hydra.utils import get_class
+
+    accepts = inspect.signature(get_class(str(cfg.module._target_))).parameters
+    if "discriminator" not in accepts:
+        return {}
+    if not cfg.get("discriminator"):
+        raise ConfigError(
+            f"module={_choice(cfg, 'module')} needs a discriminator: add discriminator=patchgan, unet_sn or vgg_style"
+        )
+    parts: dict[str, Any] = {"discriminator": _instantiate(cfg.discriminator, "discriminator")}
+    if "gan_loss" in accepts:
+        parts["gan_loss"] = _instantiate(cfg.gan_loss, "gan_loss")
+    return parts
+
+
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train one model as ``cfg`` says; return the run summary (also written to ``summary.json``)."""
     started = time.time()
@@ -151,6 +175,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         crappifier=parts["crappifier"],
         loss=parts["loss"],
         panel_dir=str(output_dir / "panels"),
+        **_adversarial_parts(cfg),
     )
     # Set after construction: passed through instantiate, the config's own _target_ nodes would be built.
     module.run_config = run_config

@@ -21,9 +21,30 @@ from tests.conftest import ROOT, config_names
 FDR = "debug=fdr"
 
 
+@pytest.fixture(scope="module")
+def volume_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Two small 3D images (c, z, y, x) for the 3D models."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((1, 8, 64, 64)).astype(np.float32) for _ in range(2)]
+    return write_ome_zarr_collection(tmp_path_factory.mktemp("vol") / "vol.ome.zarr", images, "czyx")
+
+
+def data_for(compose_cfg, model: str, volume_store: Path) -> list[str]:  # noqa: ANN001
+    """3D models train on 3D patches of a volume store; 2D models on the default demo data."""
+    if int(getattr(instantiate(compose_cfg(f"model={model}").model), "spatial_dims", 2)) != 3:
+        return []
+    return [
+        "data=zarr",
+        f"data.path={volume_store}",
+        "data.spatial_dims=3",
+        "data.patch_size=[4,32,32]",
+        "data.num_workers=0",
+    ]
+
+
 @pytest.mark.parametrize("model", config_names("model"))
-def test_every_model_trains_with_the_default_crappifier(compose_cfg, model: str) -> None:  # noqa: ANN001
-    summary = train(compose_cfg(f"model={model}", FDR))
+def test_every_model_trains_with_the_default_crappifier(compose_cfg, model: str, volume_store: Path) -> None:  # noqa: ANN001
+    summary = train(compose_cfg(f"model={model}", FDR, *data_for(compose_cfg, model, volume_store)))
     assert summary["steps"] == 1
     assert np.isfinite(summary["best"]["val/psnr"])
 
@@ -47,7 +68,17 @@ def test_scale_is_defined_once(compose_cfg, scale: int) -> None:  # noqa: ANN001
     "override",
     [
         f"{group}={name}"
-        for group in ("logger", "trainer", "loss", "callbacks", "experiment", "debug")
+        for group in (
+            "logger",
+            "trainer",
+            "loss",
+            "module",
+            "discriminator",
+            "gan_loss",
+            "callbacks",
+            "experiment",
+            "debug",
+        )
         for name in config_names(group)
     ],
 )
@@ -56,6 +87,7 @@ def test_every_config_composes_and_instantiates(compose_cfg, override: str) -> N
     keys = ["crappifier", "model", "loss", "trainer"]
     if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
         keys.remove("trainer")  # composes here; instantiating it needs the GPU it asks for
+    keys += [key for key in ("discriminator", "gan_loss") if cfg.get(key)]
     for key in keys:
         assert instantiate(cfg[key]) is not None
     for node in (cfg.get("callbacks") or {}).values():
@@ -118,6 +150,14 @@ def _nan_store(tmp_path: Path) -> Path:
 def test_bad_config_fails_before_training(compose_cfg, overrides: list[str], message: str) -> None:  # noqa: ANN001
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         train(compose_cfg(*overrides))
+
+
+def test_missing_vgg_weights_fail_before_training(compose_cfg, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
+    with pytest.raises(ConfigError, match="loss=perceptual: .*vgg19"):
+        train(compose_cfg("loss=perceptual"))
+    with pytest.raises(ConfigError, match="vgg19"):
+        train(compose_cfg("module=gan", "discriminator=patchgan", "module.perceptual_weight=1.0"))
 
 
 def test_all_nan_image_fails_before_training(compose_cfg, tmp_path: Path) -> None:  # noqa: ANN001
