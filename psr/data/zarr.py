@@ -36,6 +36,9 @@ class PatchSource:
     low: np.ndarray  # (C,) per-channel low percentile
     high: np.ndarray  # (C,) per-channel high percentile
     channels: tuple[int, ...]
+    frame_axis: int | None = (
+        None  # multi-frame patches: the plane axis (t or z) whose window becomes channels
+    )
 
     def spatial_extent(self) -> tuple[int, ...]:
         sizes = [self.ref.shape[a] for a in self.spatial_axes]
@@ -124,6 +127,7 @@ class PatchDataset(Dataset[torch.Tensor]):
         seed: int = 0,
         fixed: bool = False,
         augment: bool = False,
+        frames: int = 1,
     ) -> None:
         self.sources = list(sources)
         self.patch = tuple(patch)
@@ -131,6 +135,7 @@ class PatchDataset(Dataset[torch.Tensor]):
         self.seed = seed
         self.fixed = fixed
         self.augment = augment
+        self.frames = frames
         areas = np.array([float(np.prod(s.spatial_extent())) for s in self.sources])
         self.weights = areas / areas.sum()
         self._arrays: dict[int, object] = {}
@@ -155,8 +160,9 @@ class PatchDataset(Dataset[torch.Tensor]):
         src = self.sources[k]
         index: list[slice | int] = [slice(None)] * len(src.ref.shape)
         for axis in src.plane_axes:
-            j = int(rng.integers(src.ref.shape[axis]))
-            index[axis] = slice(j, j + 1)
+            width = self.frames if axis == src.frame_axis else 1
+            j = int(rng.integers(src.ref.shape[axis] - width + 1))
+            index[axis] = slice(j, j + width)
         for n, (axis, size) in enumerate(zip(src.spatial_axes, self.patch, strict=True)):
             lo, hi = src.y_range if n == len(self.patch) - 2 else (0, src.ref.shape[axis])
             start = int(rng.integers(lo, hi - size + 1))
@@ -164,7 +170,14 @@ class PatchDataset(Dataset[torch.Tensor]):
         if src.channel_axis is not None:
             index[src.channel_axis] = list(src.channels)  # type: ignore[call-overload]
         block = np.asarray(self._array(k).oindex[tuple(index)])  # type: ignore[attr-defined]
-        block = _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(np.float32)
+        if src.frame_axis is not None:
+            # (…, frames, …) → (frames, *spatial): the window of neighbouring frames becomes the channels.
+            block = np.moveaxis(block, src.frame_axis, 0)
+            block = block.reshape(self.frames, *block.shape[-len(self.patch) :]).astype(np.float32)
+        else:
+            block = _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(
+                np.float32
+            )
         low = src.low.reshape(-1, *([1] * len(self.patch)))
         high = src.high.reshape(-1, *([1] * len(self.patch)))
         block = (block - low) / (high - low)
@@ -193,6 +206,9 @@ class ZarrDataModule(L.LightningDataModule):
         channels: channel indices to use (all when ``None``).
         percentiles: low/high percentiles mapped to 0 and 1 per image and channel.
         val_fraction: share of images held out for validation (a single image is split by rows).
+        frames: multi-frame patches (PSSR-MF): a window of this many neighbouring frames along
+            ``frame_axis`` (t or z) becomes the channels, ``(frames, Y, X)``; odd, the target is the
+            centre frame.
     """
 
     def __init__(
@@ -211,8 +227,16 @@ class ZarrDataModule(L.LightningDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         seed: int = 0,
+        frames: int = 1,
+        frame_axis: str = "t",
     ) -> None:
         super().__init__()
+        if frames < 1 or frames % 2 == 0:
+            raise ValueError(f"frames must be odd (a centre frame and its neighbours), got {frames}")
+        if frame_axis not in ("t", "z"):
+            raise ValueError(f"frame_axis must be 't' or 'z', got {frame_axis!r}")
+        if frames > 1 and spatial_dims != 2:
+            raise ValueError("multi-frame patches (frames > 1) are 2D: set spatial_dims=2")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
         patch = (
@@ -245,14 +269,16 @@ class ZarrDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.pin_memory = pin_memory
         self.seed = seed
+        self.frames = frames
+        self.frame_axis = frame_axis
         self.train_sources: list[PatchSource] = []
         self.val_sources: list[PatchSource] = []
 
     @property
     def in_channels(self) -> int:
-        """Number of channels of each patch (known after ``setup``)."""
+        """Number of channels of each patch (frames × channels; known after ``setup``)."""
         src = (self.train_sources or self.val_sources)[0]
-        return len(src.channels)
+        return len(src.channels) * self.frames
 
     def _prepare_source(self, ref: ImageRef) -> PatchSource:
         if any(s == 0 for s in ref.shape):
@@ -269,6 +295,23 @@ class ZarrDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"image {ref.name} (shape {ref.shape}, axes '{ref.axes}') is smaller than the patch {list(self.patch)}"
                 )
+        frame_axis = None
+        if self.frames > 1:
+            if self.frame_axis not in ref.axes:
+                raise ValueError(
+                    f"image {ref.name} has axes '{ref.axes}' but data.frames={self.frames} needs a"
+                    f" '{self.frame_axis}' axis (data.frame_axis)"
+                )
+            frame_axis = ref.axes.index(self.frame_axis)
+            if ref.shape[frame_axis] < self.frames:
+                raise ValueError(
+                    f"image {ref.name} has {ref.shape[frame_axis]} frames along '{self.frame_axis}';"
+                    f" data.frames={self.frames} needs at least that many"
+                )
+            if len(channels) != 1:
+                raise ValueError(
+                    f"image {ref.name} has {len(channels)} channels; multi-frame patches take one: set data.channels=[k]"
+                )
         low, high = image_statistics(ref, channel_axis, spatial, self.percentiles)
         y_size = ref.shape[spatial[-2]]
         return PatchSource(
@@ -280,6 +323,7 @@ class ZarrDataModule(L.LightningDataModule):
             low[list(channels)],
             high[list(channels)],
             channels,
+            frame_axis,
         )
 
     def setup(self, stage: str | None = None) -> None:
@@ -324,11 +368,15 @@ class ZarrDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
-        dataset = PatchDataset(self.train_sources, self.patch, self.samples_per_epoch, augment=self.augment)
+        dataset = PatchDataset(
+            self.train_sources, self.patch, self.samples_per_epoch, augment=self.augment, frames=self.frames
+        )
         return self._loader(dataset, shuffle=True)
 
     def val_dataloader(self) -> DataLoader[torch.Tensor]:
         if not self.val_sources:
             return DataLoader([])  # type: ignore[arg-type]
-        dataset = PatchDataset(self.val_sources, self.patch, self.val_samples, seed=self.seed + 1, fixed=True)
+        dataset = PatchDataset(
+            self.val_sources, self.patch, self.val_samples, seed=self.seed + 1, fixed=True, frames=self.frames
+        )
         return self._loader(dataset, shuffle=False)

@@ -33,6 +33,15 @@ def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tens
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 
 
+def centre_channels(x: torch.Tensor, n: int) -> torch.Tensor:
+    """The ``n`` centre channels of ``(B, C, ...)``: the target frame of a multi-frame stack (PSSR-MF)."""
+    c = x.shape[1]
+    if n >= c:
+        return x
+    start = (c - n) // 2
+    return x[:, start : start + n]
+
+
 def _ssim_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """SSIM per image ``(B,)``; 3D patches (often only a few planes deep) average the SSIM of their planes,
     each plane with the whole volume's data range."""
@@ -140,7 +149,10 @@ class RestorationModule(L.LightningModule):
             degraded = self.crappifier(clean.float(), generator)
         if degraded.dim() == 4 and self._use_channels_last():
             degraded = degraded.contiguous(memory_format=torch.channels_last)
-        return {"input": degraded, "target": clean}
+        return {"input": degraded, "target": centre_channels(clean, self._out_channels(clean))}
+
+    def _out_channels(self, x: torch.Tensor) -> int:
+        return int(getattr(self.net, "out_channels", x.shape[1]))
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if isinstance(batch, dict):
@@ -181,7 +193,10 @@ class RestorationModule(L.LightningModule):
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
         inp, target = batch["input"], batch["target"].float()
         pred = self.eval_net(inp).float()
-        baseline = upsample_to(inp.float(), tuple(target.shape[2:]), self.baseline_mode)
+        # Multi-frame input: the baseline interpolates the centre frame(s), those the target holds.
+        baseline = upsample_to(
+            centre_channels(inp.float(), target.shape[1]), tuple(target.shape[2:]), self.baseline_mode
+        )
         loss = self.loss_fn(pred, target)
         values = {
             "loss": loss.detach() * target.shape[0],
@@ -216,7 +231,8 @@ class RestorationModule(L.LightningModule):
         size = tuple(target.shape[2:])
         rows = []
         for i in range(n):
-            tiles = [upsample_to(inp[i : i + 1].float(), size, "nearest")[0], pred[i], target[i]]
+            shown = centre_channels(inp[i : i + 1].float(), target.shape[1])
+            tiles = [upsample_to(shown, size, "nearest")[0], pred[i], target[i]]
             # One display range per row, from the target, so the three tiles compare honestly.
             t = target[i]
             lo, hi = float(t.min()), float(t.max())

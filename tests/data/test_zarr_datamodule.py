@@ -90,3 +90,31 @@ def test_missing_path_and_bad_patch_size(tmp_path) -> None:  # noqa: ANN001
         ZarrDataModule(str(tmp_path / "nope.zarr")).setup()
     with pytest.raises(ValueError, match="not divisible by the scale 4"):
         ZarrDataModule(str(tmp_path), patch_size=30, scale=4)
+
+
+def test_multi_frame_windows_become_channels(tmp_path) -> None:  # noqa: ANN001
+    # Frame t holds the value t everywhere (plus a ramp so percentiles differ): windows are consecutive.
+    t = np.arange(9, dtype=np.float32)[:, None, None, None]
+    stack = t * 10 + np.linspace(0, 1, 32 * 32, dtype=np.float32).reshape(1, 1, 32, 32)
+    store = write_ome_zarr_collection(tmp_path / "t.ome.zarr", [stack, stack], "tcyx")
+    dm = ZarrDataModule(str(store), patch_size=16, batch_size=4, samples_per_epoch=8, val_samples=4, frames=5)
+    dm.setup()
+    assert dm.in_channels == 5
+    batch = next(iter(dm.train_dataloader()))
+    assert batch.shape == (4, 5, 16, 16)
+    src = dm.train_sources[0]
+    raw = batch.numpy() * (src.high[0] - src.low[0]) + src.low[0]
+    frame_index = np.floor(raw.mean(axis=(2, 3)) / 10 + 0.01)
+    assert np.all(np.diff(frame_index, axis=1) == 1)  # five neighbouring frames, in order
+
+
+def test_multi_frame_errors(tmp_path) -> None:  # noqa: ANN001
+    store = write_ome_zarr_collection(
+        tmp_path / "s.ome.zarr", [np.random.default_rng(0).random((3, 1, 32, 32))], "tcyx"
+    )
+    with pytest.raises(ValueError, match="frames must be odd"):
+        ZarrDataModule(str(store), patch_size=16, frames=4)
+    with pytest.raises(ValueError, match="needs at least that many"):
+        ZarrDataModule(str(store), patch_size=16, frames=5, val_fraction=0).setup()
+    with pytest.raises(ValueError, match="needs a 'z' axis"):
+        ZarrDataModule(str(store), patch_size=16, frames=3, frame_axis="z", val_fraction=0).setup()

@@ -218,3 +218,23 @@ def test_cli_unknown_choice_lists_the_options(tmp_path: Path, cache_dir: Path) -
     assert "Could not find 'model/nope'" in result.stderr
     for name in config_names("model"):
         assert name in result.stderr.split("Available options in 'model'")[1]
+
+
+def test_multi_frame_model_trains_on_frame_windows(compose_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    """PSSR multi-frame: 5 neighbouring frames in, the centre frame out."""
+    rng = np.random.default_rng(0)
+    stacks = [rng.random((7, 1, 64, 64)).astype(np.float32) for _ in range(2)]
+    store = write_ome_zarr_collection(tmp_path / "movie.ome.zarr", stacks, "tcyx")
+    summary = train(
+        compose_cfg(
+            "data=zarr",
+            f"data.path={store}",
+            "data.frames=5",
+            "data.patch_size=32",
+            "data.num_workers=0",
+            "model.in_channels=5",
+            "crappifier=pssr_fluo",
+            "trainer.max_epochs=1",
+        )
+    )
+    assert np.isfinite(summary["best"]["val/psnr"]) and np.isfinite(summary["best"]["val/baseline_psnr"])
