@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from psr.crappifiers.base import Crappifier
+from psr.inference.checkpoint import CheckpointError, generator_state, load_state_into, read_checkpoint
 from psr.modules.restoration import OptimizerFactory, RestorationModule, SchedulerFactory
 
 
@@ -35,30 +36,10 @@ def load_generator_weights(net: nn.Module, checkpoint_path: str | Path) -> int:
     Reads the deployable generator (``psr_generator``: ``net`` or ``ema_net``). Raises ``ValueError``
     naming the file when it is not a psr checkpoint or its generator does not match ``net``.
     """
-    path = Path(checkpoint_path)
-    if not path.is_file():
-        raise ValueError(f"init_from={checkpoint_path} does not exist; expected a psr checkpoint (.ckpt)")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise ValueError(f"init_from={checkpoint_path} is not a readable checkpoint: {err}") from err
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise ValueError(f"init_from={checkpoint_path} has no state_dict; expected a psr training checkpoint")
-    prefix = f"{ckpt.get('psr_generator', 'net')}."
-    weights = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    expected = net.state_dict()
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    mismatched = sorted(k for k in set(expected) & set(weights) if expected[k].shape != weights[k].shape)
-    if missing or unexpected or mismatched:
-        detail = (missing or unexpected or mismatched)[:3]
-        raise ValueError(
-            f"init_from={checkpoint_path}: its generator does not match model "
-            f"({len(missing)} missing, {len(unexpected)} unexpected, {len(mismatched)} differently shaped tensors,"
-            f" e.g. {detail}); train the restoration model with the same model config"
-        )
-    net.load_state_dict(weights, strict=True)
-    return len(weights)
+        return load_state_into(net, generator_state(read_checkpoint(checkpoint_path)), checkpoint_path)
+    except CheckpointError as err:
+        raise ValueError(f"init_from: {err}") from err
 
 
 class GANModule(RestorationModule):

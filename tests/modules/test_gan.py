@@ -130,7 +130,7 @@ def test_warm_start_loads_every_generator_weight(compose_cfg, tmp_path: Path) ->
         compose_cfg("module=gan", "discriminator=patchgan", f"module.init_from={ckpt}", "debug=fdr")
     )
     assert np.isfinite(summary["best"]["val/psnr"])
-    with pytest.raises(ValueError, match="does not match model"):
+    with pytest.raises(ValueError, match="does not match the model"):
         load_generator_weights(instantiate(compose_cfg("model=unet").model), ckpt)
     with pytest.raises(ValueError, match="does not exist"):
         load_generator_weights(net, tmp_path / "nope.ckpt")

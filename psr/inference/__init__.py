@@ -1,0 +1,1 @@
+"""Inference: rebuilding models from checkpoints, tiled prediction."""
