@@ -28,7 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psr.metrics.image import gaussian_window, ssim
+# MS-SSIM is a metric first; it lives in psr.metrics and is re-exported here for the loss and its users.
+from psr.metrics.image import MS_SSIM_WEIGHTS as MS_SSIM_WEIGHTS  # re-exported
+from psr.metrics.image import ms_ssim
 
 
 def _check_pair(name: str, pred: torch.Tensor, target: torch.Tensor, dims: tuple[int, ...]) -> None:
@@ -64,81 +66,6 @@ class CharbonnierLoss(nn.Module):
         _check_pair("CharbonnierLoss", pred, target, (4, 5))
         diff = _at_least_float32(pred) - _at_least_float32(target)
         return torch.sqrt(diff * diff + self.eps**2).mean()
-
-
-# Wang, Simoncelli & Bovik (2003): the exponents of the five MS-SSIM scales, finest first.
-MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-
-
-def _blur_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable 'valid' Gaussian filtering of ``(N, K, *S)`` along every spatial axis, per channel."""
-    spatial = x.dim() - 2
-    conv = F.conv2d if spatial == 2 else F.conv3d
-    k = x.shape[1]
-    for axis in range(spatial):
-        shape = [1, 1] + [1] * spatial
-        shape[2 + axis] = taps.numel()
-        weight = taps.to(x).view(shape).expand(k, *shape[1:]).contiguous()
-        x = conv(x, weight, groups=k)
-    return x
-
-
-def ms_ssim(
-    pred: torch.Tensor,
-    target: torch.Tensor,
-    data_range: float | None = 1.0,
-    max_scales: int = len(MS_SSIM_WEIGHTS),
-) -> torch.Tensor:
-    """Multi-scale SSIM per sample ``(B,)``, differentiable with respect to ``pred``.
-
-    Wang, Simoncelli & Bovik, "Multiscale structural similarity for image quality assessment" (2003),
-    with the window, constants and float64 arithmetic of :func:`psr.metrics.image.ssim`. The number of
-    scales adapts to the patch: scale ``k`` (after ``k`` ×2 average-pool downsamplings) is used while the
-    shortest spatial axis is at least ``11 · 2**k`` pixels, up to ``max_scales``; the first weights of
-    :data:`MS_SSIM_WEIGHTS` are renormalised to sum to 1. With one scale (shortest axis < 22) this is
-    exactly :func:`~psr.metrics.image.ssim`. Contrast-structure terms are clamped at 1e-6 before the
-    fractional powers so anti-correlated patches cannot produce NaN. ``data_range=None`` uses each
-    target's own max − min, as the metric does. ``(B, C, Y, X)`` and ``(B, C, Z, Y, X)``.
-    """
-    _check_pair("ms_ssim", pred, target, (4, 5))
-    taps = gaussian_window()
-    win = taps.numel()
-    shortest = min(pred.shape[2:])
-    if shortest < win:
-        raise ValueError(f"ms_ssim needs spatial axes of at least {win} pixels, got {tuple(pred.shape[2:])}")
-    n_scales = 1
-    while n_scales < max_scales and shortest >= win * 2**n_scales:
-        n_scales += 1
-    if n_scales == 1:
-        return ssim(pred, target, data_range=data_range)
-
-    weights = torch.tensor(MS_SSIM_WEIGHTS[:n_scales], dtype=torch.float64, device=pred.device)
-    weights = weights / weights.sum()
-    b, c = pred.shape[:2]
-    x = pred.double().reshape(b * c, 1, *pred.shape[2:])
-    y = target.double().reshape(b * c, 1, *target.shape[2:])
-    if data_range is None:
-        flat = target.double().flatten(1)
-        rng = (flat.amax(1) - flat.amin(1)).clamp_min(torch.finfo(torch.float64).eps).repeat_interleave(c)
-    else:
-        rng = torch.full((b * c,), float(data_range), dtype=torch.float64, device=pred.device)
-    view = (-1,) + (1,) * (pred.dim() - 2)
-    c1 = ((0.01 * rng) ** 2).view(view)
-    c2 = ((0.03 * rng) ** 2).view(view)
-    pool = F.avg_pool2d if pred.dim() == 4 else F.avg_pool3d
-
-    result = torch.ones(b * c, dtype=torch.float64, device=pred.device)
-    for scale in range(n_scales):
-        mx, my, mxx, myy, mxy = _blur_valid(torch.cat([x, y, x * x, y * y, x * y], dim=1), taps).unbind(1)
-        vx, vy, cov = mxx - mx * mx, myy - my * my, mxy - mx * my
-        cs = (2 * cov + c2) / (vx + vy + c2)
-        if scale < n_scales - 1:
-            term = cs.flatten(1).mean(1)
-            x, y = pool(x, 2), pool(y, 2)
-        else:  # luminance only at the coarsest scale
-            term = ((2 * mx * my + c1) / (mx * mx + my * my + c1) * cs).flatten(1).mean(1)
-        result = result * term.clamp_min(1e-6).pow(weights[scale])
-    return result.view(b, c).mean(1).to(torch.float32)
 
 
 class SSIML1Loss(nn.Module):

@@ -1,0 +1,28 @@
+"""Restore an image of any size with a trained model, tile by tile:
+``python predict.py ckpt=outputs/runs/.../best.ckpt input=image.tif output=restored.ome.zarr``."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="conf", config_name="predict")
+def main(cfg: DictConfig) -> None:
+    from psr.tasks.errors import ConfigError
+    from psr.tasks.predict import predict
+
+    try:
+        predict(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

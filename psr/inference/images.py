@@ -1,0 +1,444 @@
+"""Input images for prediction, opened lazily, and how a model's axes map onto them.
+
+``open_input`` opens a TIFF (multi-page, OME-TIFF, ImageJ hyperstack; memory-mapped when its pixels are
+stored contiguously, else read through ``tifffile``'s zarr store), a PNG / JPEG, a zarr array or an
+OME-Zarr image, and names its axes with the letters ``t c z y x`` (``q`` for an axis the file does not
+name). ``plan_layout`` matches those axes to a model: the spatial axes a tile spans (``y x`` for 2D
+models, ``z y x`` for 3D ones), the channels it reads, and the planes predicted one after the other
+(``t``, and ``z`` for a 2D model). Nothing reads more than a tile, except ``input_statistics``, which
+reads a strided subsample, as training does.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import zarr
+
+from psr.inference.errors import PredictionError
+from psr.inference.tiling import Region
+
+TIFF_SUFFIXES = (".tif", ".tiff")
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
+AXIS_LETTERS = "tczyx"
+# Values per channel read to estimate percentiles: training's psr.data.zarr.STATS_SUBSAMPLE (a test keeps
+# them equal). Not imported from there: that module loads Lightning, seconds that prediction never needs.
+STATS_SUBSAMPLE = 1 << 22
+
+# Units as OME-Zarr (UDUNITS-2 names) from the spellings TIFF writers use.
+_UNITS = {
+    "µm": "micrometer",
+    "μm": "micrometer",
+    "um": "micrometer",
+    "micron": "micrometer",
+    "microns": "micrometer",
+    "micrometer": "micrometer",
+    "\\u00b5m": "micrometer",
+    "nm": "nanometer",
+    "nanometer": "nanometer",
+    "mm": "millimeter",
+    "millimeter": "millimeter",
+    "cm": "centimeter",
+    "centimeter": "centimeter",
+    "m": "meter",
+    "meter": "meter",
+}
+
+
+def normalise_unit(unit: object) -> str | None:
+    """A UDUNITS-2 length name (``micrometer``) for a TIFF unit spelling (``µm``, ``micron``), or None."""
+    return _UNITS.get(str(unit).strip().lower()) if unit else None
+
+
+@dataclass
+class InputImage:
+    """An image opened for reading: array-like ``data`` (NumPy indexing), one axis letter per axis.
+
+    ``axes`` uses ``t c z y x``, and ``q`` for an axis the file leaves unnamed. ``pixel_size`` holds the
+    physical size of ``z``, ``y`` and ``x`` where the file records it, in ``unit``. Close it when done
+    (it is a context manager).
+    """
+
+    data: Any
+    axes: str
+    name: str
+    pixel_size: dict[str, float] = field(default_factory=dict)
+    unit: str | None = None
+    closers: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.data.shape)
+
+    def close(self) -> None:
+        while self.closers:
+            self.closers.pop()()
+
+    def __enter__(self) -> InputImage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def input_kind(path: Path) -> str:
+    """``tiff``, ``picture`` or ``zarr`` from a path's suffix or content; raises ``PredictionError``."""
+    suffix = path.suffix.lower()
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    if suffix in PICTURE_SUFFIXES:
+        return "picture"
+    if path.is_dir() or suffix == ".zarr":
+        return "zarr"
+    raise PredictionError(
+        f"input {path} has an unknown format; expected a .tif/.tiff, .png/.jpg image, a zarr array or an"
+        " OME-Zarr image"
+    )
+
+
+def open_input(path: str | Path, axes: str | None = None) -> InputImage:
+    """Open an image for prediction without reading its pixels (PNG / JPEG are read whole).
+
+    ``axes`` renames the axes (``tyx``, ``zcyx``...: one letter of ``t c z y x`` per axis), for files
+    that do not name them or name them wrongly. Raises ``PredictionError`` naming the file.
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise PredictionError(
+            f"input {path} does not exist; expected a TIFF, PNG/JPEG, zarr array or OME-Zarr image"
+        )
+    kind = input_kind(path)
+    opener = {"tiff": _open_tiff, "picture": _open_picture, "zarr": _open_zarr}[kind]
+    image = opener(path)
+    if axes is not None:
+        try:
+            image.axes = _check_axes(str(axes), image)
+        except PredictionError:
+            image.close()
+            raise
+    return image
+
+
+def _check_axes(axes: str, image: InputImage) -> str:
+    letters = axes.strip().lower()
+    if len(letters) != len(image.shape):
+        raise PredictionError(
+            f"axes={axes} has {len(letters)} letters but input {image.name} has {len(image.shape)} axes of"
+            f" shape {list(image.shape)}"
+        )
+    bad = sorted({a for a in letters if a not in AXIS_LETTERS} | {a for a in letters if letters.count(a) > 1})
+    if bad:
+        raise PredictionError(
+            f"axes={axes} is not a valid axis order: each of t, c, z, y, x at most once (found {', '.join(bad)})"
+        )
+    return letters
+
+
+def _tiff_axes(axes: str) -> str:
+    """tifffile's axis codes → ``t c z y x`` (samples ``S`` are channels); unknown or repeated → ``q``."""
+    mapping = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
+    out = ""
+    for code in axes.upper():
+        letter = mapping.get(code, "q")
+        out += "q" if letter != "q" and letter in out else letter
+    return out
+
+
+def _tiff_pixel_size(tif: Any) -> tuple[dict[str, float], str | None]:
+    """Physical pixel size from OME-XML or ImageJ metadata (plain TIFF resolution tags are usually DPI)."""
+    import tifffile
+
+    if tif.is_ome and tif.ome_metadata:
+        try:
+            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
+            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return {}, None
+        ome_sizes = {
+            ax: float(pixels[f"PhysicalSize{ax.upper()}"])
+            for ax in "zyx"
+            if f"PhysicalSize{ax.upper()}" in pixels
+        }
+        return ome_sizes, normalise_unit(pixels.get("PhysicalSizeXUnit", "µm"))
+    meta = tif.imagej_metadata or {}
+    unit = normalise_unit(meta.get("unit"))
+    if not unit:
+        return {}, None
+    sizes: dict[str, float] = {}
+    page = tif.pages.first
+    for ax, tag in (("x", "XResolution"), ("y", "YResolution")):
+        value = page.tags.get(tag)
+        if value is not None:
+            num, den = value.value
+            if num > 0 and den > 0:
+                sizes[ax] = float(den) / float(num)
+    if meta.get("spacing"):
+        sizes["z"] = float(meta["spacing"])
+    return sizes, unit
+
+
+def _open_tiff(path: Path) -> InputImage:
+    import tifffile
+
+    try:
+        tif = tifffile.TiffFile(path)
+    except (tifffile.TiffFileError, OSError, ValueError) as err:
+        raise PredictionError(f"input {path} is not a readable TIFF ({err})") from err
+    try:
+        series = tif.series[0]
+        axes = _tiff_axes(series.axes)
+        pixel_size, unit = _tiff_pixel_size(tif)
+        if series.dataoffset is not None and len(series.levels) == 1:
+            # Uncompressed, contiguous pixels: a memory map reads exactly the rows a tile needs.
+            data: Any = tifffile.memmap(path, series=0, mode="r")
+            tif.close()
+            return InputImage(data, axes, str(path), pixel_size, unit)
+        store = tif.aszarr(series=0, level=0)
+        data = zarr.open_array(store, mode="r")
+        return InputImage(data, axes, str(path), pixel_size, unit, [tif.close, store.close])
+    except PredictionError:
+        tif.close()
+        raise
+    except Exception as err:  # noqa: BLE001 - a TIFF tifffile cannot lay out as an array
+        tif.close()
+        raise PredictionError(f"input {path} is not a readable TIFF ({type(err).__name__}: {err})") from err
+
+
+def _open_picture(path: Path) -> InputImage:
+    import skimage.io
+
+    try:
+        data = np.asarray(skimage.io.imread(path))
+    except Exception as err:  # noqa: BLE001 - any decoder failure: not a readable picture
+        raise PredictionError(f"input {path} is not a readable image ({type(err).__name__}: {err})") from err
+    if data.ndim == 3 and path.suffix.lower() == ".png" and data.shape[-1] in (2, 4):
+        data = data[..., :-1]  # PNG alpha is transparency, not signal
+    if data.ndim == 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim not in (2, 3):
+        raise PredictionError(
+            f"input {path} has shape {list(data.shape)}; expected (Y, X) or (Y, X, channels)"
+        )
+    return InputImage(data, "yx" if data.ndim == 2 else "yxc", str(path))
+
+
+def _open_zarr(path: Path) -> InputImage:
+    from psr.data.omezarr import discover_images
+
+    try:
+        refs = discover_images(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise PredictionError(f"input {path}: {err}") from err
+    except Exception as err:  # noqa: BLE001 - unreadable zarr metadata
+        raise PredictionError(
+            f"input {path} is not a readable zarr store ({type(err).__name__}: {err})"
+        ) from err
+    if len(refs) != 1:
+        names = ", ".join(ref.array_path or "." for ref in refs[:4])
+        raise PredictionError(
+            f"input {path} holds {len(refs)} images ({names}{', ...' if len(refs) > 4 else ''}); pick one,"
+            f" e.g. input={Path(refs[0].store) / Path(refs[0].array_path).parent}"
+        )
+    ref = refs[0]
+    return InputImage(ref.open(), ref.axes.lower(), ref.name, dict(ref.pixel_size), _omezarr_unit(ref))
+
+
+def _omezarr_unit(ref: Any) -> str | None:
+    """The unit of the first spatial axis of an OME-Zarr image's multiscales metadata, if any."""
+    if not ref.array_path:
+        return None
+    parent = str(PurePosixPath(ref.array_path).parent)
+    parent = "" if parent == "." else parent
+    try:
+        group = (
+            zarr.open_group(ref.store, path=parent, mode="r")
+            if parent
+            else zarr.open_group(ref.store, mode="r")
+        )
+        attrs: dict[str, Any] = dict(group.attrs)
+        multiscales: list[Any] = (attrs.get("ome") or attrs).get("multiscales") or []
+        for axis in multiscales[0].get("axes", []):
+            if isinstance(axis, dict) and axis.get("type") == "space" and axis.get("unit"):
+                return str(axis["unit"])
+    except Exception:  # noqa: BLE001 - units are optional metadata
+        return None
+    return None
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a model reads an image: positions (in the image's axes) of its channel, plane and spatial axes.
+
+    ``planes`` are predicted independently, one after the other (``t``; and ``z`` for a 2D model), in the
+    order ``t`` then ``z``. ``fixed`` are unnamed axes of size 1, read at index 0.
+    """
+
+    axes: str
+    shape: tuple[int, ...]
+    channel_axis: int | None
+    channels: tuple[int, ...]
+    planes: tuple[int, ...]
+    spatial: tuple[int, ...]
+    fixed: tuple[int, ...]
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[a] for a in self.spatial)
+
+    @property
+    def plane_letters(self) -> str:
+        return "".join(self.axes[a] for a in self.planes)
+
+    @property
+    def plane_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[a] for a in self.planes)
+
+    def plane_indices(self) -> Iterator[tuple[int, ...]]:
+        """Every plane, as indices along ``planes`` (one empty tuple when there is none)."""
+        return iter(np.ndindex(*self.plane_shape)) if self.planes else iter([()])
+
+    def _index(self, plane: Sequence[int] | None, spatial: Sequence[slice]) -> tuple[Any, ...]:
+        index: list[Any] = [slice(None)] * len(self.shape)
+        for a in self.fixed:
+            index[a] = 0
+        if plane is not None:
+            for a, i in zip(self.planes, plane, strict=True):
+                index[a] = int(i)
+        for a, s in zip(self.spatial, spatial, strict=True):
+            index[a] = s
+        return tuple(index)
+
+    def _channels_first(self, block: np.ndarray, kept: Sequence[int]) -> np.ndarray:
+        """Reorder a block whose remaining axes are ``kept`` (image axis positions) to ``(C, *spatial)``."""
+        order = ([self.channel_axis] if self.channel_axis is not None else []) + list(self.spatial)
+        block = np.transpose(block, [list(kept).index(a) for a in order])
+        if self.channel_axis is None:
+            return block[None]
+        if self.channels != tuple(range(block.shape[0])):
+            block = block[list(self.channels)]
+        return block
+
+    def read(self, data: Any, plane: Sequence[int], region: Region) -> np.ndarray:
+        """One tile ``(C, *region)`` of plane ``plane``, in the image's dtype."""
+        block = np.asarray(data[self._index(plane, region)])
+        kept = sorted(a for a in range(len(self.shape)) if a not in self.fixed and a not in self.planes)
+        return self._channels_first(block, kept)
+
+    def read_strided(self, data: Any, step: int) -> np.ndarray:
+        """Every plane, every ``step``-th pixel along the spatial axes: ``(C, N)`` samples per channel."""
+        block = np.asarray(data[self._index(None, [slice(None, None, step)] * len(self.spatial))])
+        kept = sorted(a for a in range(len(self.shape)) if a not in self.fixed)
+        if self.channel_axis is None:
+            return block.reshape(1, -1)
+        c = kept.index(self.channel_axis)
+        block = np.moveaxis(block, c, 0)
+        return block.reshape(block.shape[0], -1)[list(self.channels)]
+
+
+def _suggest_axes(axes: str, unknown: int, spatial_dims: int) -> str:
+    letters = list(axes)
+    options = [a for a in ("t", "z") if a not in axes]
+    letters[unknown] = options[0] if options else "t"
+    if spatial_dims == 3 and "z" not in axes:
+        letters[unknown] = "z"
+    return "".join(letters)
+
+
+def plan_layout(
+    image: InputImage, spatial_dims: int, in_channels: int, channel: int | Sequence[int] | None = None
+) -> Layout:
+    """Match ``image``'s axes to a model with ``spatial_dims`` (2 or 3) and ``in_channels`` inputs.
+
+    ``channel`` picks input channels (an index or a list) when the image has more than the model takes.
+    Raises ``PredictionError`` (one sentence) for a dimensionality or channel count that does not fit.
+    """
+    axes, shape, name = image.axes, image.shape, image.name
+    model = "2D model predicts (Y, X) planes" if spatial_dims == 2 else "3D model predicts (Z, Y, X) stacks"
+    spatial_letters = "yx" if spatial_dims == 2 else "zyx"
+    if spatial_dims == 3 and "z" not in axes:
+        raise PredictionError(
+            f"the {model} but input {name} has axes '{axes}' (shape {list(shape)}) and no z axis; use a 2D model"
+            " for 2D images, or name a z axis with axes=..."
+        )
+    missing = [a for a in "yx" if a not in axes]
+    if missing:
+        raise PredictionError(
+            f"input {name} has axes '{axes}' (shape {list(shape)}) and no {' or '.join(missing)} axis; name the"
+            " axes with axes=... (e.g. axes=tyx)"
+        )
+    fixed: list[int] = []
+    for i, a in enumerate(axes):
+        if a in AXIS_LETTERS:
+            continue
+        if shape[i] == 1:
+            fixed.append(i)
+            continue
+        raise PredictionError(
+            f"the {model} but input {name} has axes '{axes}' (shape {list(shape)}): axis {i} of {shape[i]} is"
+            f" neither t, z nor c, so there is no t or z axis to predict along; name the axes, e.g."
+            f" axes={_suggest_axes(axes, i, spatial_dims)}"
+        )
+    channel_axis = axes.index("c") if "c" in axes else None
+    n_channels = shape[channel_axis] if channel_axis is not None else 1
+    if channel is not None:
+        picked = (int(channel),) if isinstance(channel, int | np.integer) else tuple(int(c) for c in channel)
+        bad = [c for c in picked if not 0 <= c < n_channels]
+        if bad or not picked:
+            raise PredictionError(
+                f"channel={list(picked) if len(picked) != 1 else picked[0]} but input {name} has {n_channels}"
+                f" channel(s), numbered 0 to {n_channels - 1}"
+            )
+    else:
+        picked = tuple(range(n_channels))
+    if len(picked) != in_channels:
+        rgb = n_channels == 3 and axes.endswith("c")
+        hint = ""
+        if len(picked) > in_channels and channel is None:
+            hint = f"; pick {in_channels} with channel=..." + (
+                " (e.g. channel=0)" if in_channels == 1 else ""
+            )
+            if not rgb:
+                hint += f", or name the axes with axes=... if axis {axes.index('c')} does not hold channels"
+        found = f"{len(picked)} channel(s)" + (" (an RGB image)" if rgb else "")
+        what = "picks" if channel is not None else "has"
+        raise PredictionError(
+            f"input {name} {what} {found} but the model expects {in_channels} (model.in_channels){hint}"
+        )
+    spatial = tuple(axes.index(a) for a in spatial_letters)
+    planes = tuple(axes.index(a) for a in "tz" if a in axes and a not in spatial_letters)
+    return Layout(axes, shape, channel_axis, picked, planes, spatial, tuple(fixed))
+
+
+def input_statistics(
+    image: InputImage, layout: Layout, percentiles: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel low/high percentiles ``(C,)`` of the whole input from a strided subsample.
+
+    The same estimate training uses (``psr.data.zarr.image_statistics``): about ``STATS_SUBSAMPLE``
+    values per channel, every ``step``-th pixel along the spatial axes, over all planes. Raises
+    ``PredictionError`` for NaN/Inf or a channel without dynamic range.
+    """
+    per_channel = math.prod(layout.shape[a] for a in range(len(layout.shape)) if a != layout.channel_axis)
+    step = max(1, math.ceil((per_channel / STATS_SUBSAMPLE) ** (1 / len(layout.spatial))))
+    sample = layout.read_strided(image.data, step).astype(np.float64, copy=False)
+    finite = np.isfinite(sample)
+    if not finite.all():
+        raise PredictionError(
+            f"input {image.name} holds {int((~finite).sum())} NaN/Inf values in a subsample; expected finite"
+            " intensities"
+        )
+    low = np.percentile(sample, percentiles[0], axis=1)
+    high = np.percentile(sample, percentiles[1], axis=1)
+    flat = np.nonzero(high <= low)[0]
+    if flat.size:
+        c = int(flat[0])
+        raise PredictionError(
+            f"input {image.name} channel {layout.channels[c]} has no dynamic range (its {percentiles[0]:g} and"
+            f" {percentiles[1]:g} percentiles are both {low[c]:g}); expected an image with signal"
+        )
+    return low.astype(np.float32), high.astype(np.float32)

@@ -1,0 +1,1 @@
+"""Reporting: figures and tables of runs and evaluations."""

@@ -1,0 +1,33 @@
+"""Export a trained model: ``python scripts/export.py ckpt=path/to/best.ckpt [format=bioimageio|onnx|torchscript]``.
+
+Composes ``conf/export.yaml``; writes ``outputs/export/<name>.<zip|onnx|pt>`` unless ``output=...`` says
+otherwise. The file appears only once the export reproduces the PyTorch model (and, for bioimage.io, once
+bioimageio.core's model test passed). Bad input: one ``error: ...`` line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="export")
+def main(cfg: DictConfig) -> None:
+    from psr.tasks.errors import ConfigError
+    from psr.tasks.export import export, summary_line
+
+    try:
+        summary = export(cfg)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    print(summary_line(summary))
+
+
+if __name__ == "__main__":
+    main()
