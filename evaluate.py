@@ -1,4 +1,4 @@
-"""Evaluate a trained model: ``python evaluate.py ckpt=<checkpoint> [data=crappified|pairs|hagen|fmd_confocal]``."""
+"""Evaluate a trained model: ``python evaluate.py ckpt=<checkpoint> [data=crappified|pairs|hagen|confocal_fmd]``."""
 
 from __future__ import annotations
 
