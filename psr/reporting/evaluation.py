@@ -6,13 +6,13 @@ Plain NumPy in, files or strings out; no configuration objects (see ``psr.tasks.
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from psr.reporting.figures import save_figure
 
 
 @dataclass(frozen=True)
@@ -122,17 +122,7 @@ def evaluation_figure(
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return save_figure(fig, path)
 
 
 def markdown_table(rows: Sequence[dict[str, object]], columns: Sequence[tuple[str, str, str]]) -> str:

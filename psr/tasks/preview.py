@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from psr.reporting.figures import save_figure
 from psr.tasks.train import _choice, build
 
 
@@ -89,15 +88,4 @@ def preview(cfg: DictConfig, n_draws: int = 4, output: str | None = None, n_patc
     fig.suptitle(f"crappifier={name}  scale={crappifier.scale}", fontsize=11)
     fig.tight_layout()
 
-    path = Path(output) if output else Path(cfg.paths.output_dir) / f"preview-{name}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
-    finally:
-        plt.close(fig)
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return save_figure(fig, Path(output) if output else Path(cfg.paths.output_dir) / f"preview-{name}.png")
