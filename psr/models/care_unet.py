@@ -9,6 +9,7 @@ from torch import nn
 from psr.models.layers import (
     batch_norm_nd,
     check_dims,
+    check_scale,
     conv_nd,
     max_pool_nd,
     skip_channels,
@@ -66,8 +67,7 @@ class CAREUNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"CAREUNet scale must be an integer >= 1, got {scale!r}")
+        check_scale(scale, "CAREUNet")
         for key, value in (
             ("depth", depth),
             ("n_filter_base", n_filter_base),

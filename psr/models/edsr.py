@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from psr.models.layers import skip_channels, skip_source, upsample_lateral
+from psr.models.layers import check_scale, skip_channels, skip_source, upsample_lateral
 from psr.models.rcan import pixel_shuffle_upsampler
 
 
@@ -53,8 +53,7 @@ class EDSR(nn.Module):
         global_residual: bool = True,
     ) -> None:
         super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"EDSR scale must be an integer >= 1, got {scale!r}")
+        check_scale(scale, "EDSR")
         for key, value in (("n_feats", n_feats), ("n_blocks", n_blocks)):
             if value < 1:
                 raise ValueError(f"EDSR {key} must be >= 1, got {value}")

@@ -10,6 +10,13 @@ from torch import nn
 _CONV: dict[int, type[nn.Conv2d] | type[nn.Conv3d]] = {2: nn.Conv2d, 3: nn.Conv3d}
 
 
+def check_scale(scale: int, owner: str) -> int:
+    """Validate an upsampling factor: an integer >= 1 (one message for every generator)."""
+    if int(scale) != scale or scale < 1:
+        raise ValueError(f"{owner} scale must be an integer >= 1, got {scale!r}")
+    return int(scale)
+
+
 def check_dims(dims: int, owner: str) -> int:
     """Validate a ``dims`` argument (number of spatial axes: 2 for ``(Y, X)``, 3 for ``(Z, Y, X)``)."""
     if dims not in (2, 3):

@@ -13,6 +13,7 @@ from psr.models.layers import (
     PixelShuffle3dLateral,
     adaptive_avg_pool_nd,
     check_dims,
+    check_scale,
     conv_nd,
     skip_channels,
     skip_source,
@@ -119,8 +120,7 @@ class RCAN(nn.Module):
     ) -> None:
         super().__init__()
         name = type(self).__name__
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"{name} scale must be an integer >= 1, got {scale!r}")
+        check_scale(scale, name)
         for key, value in (("n_feats", n_feats), ("n_groups", n_groups), ("n_blocks", n_blocks)):
             if value < 1:
                 raise ValueError(f"{name} {key} must be >= 1, got {value}")

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from psr.models.layers import skip_channels, skip_source, upsample_lateral
+from psr.models.layers import check_scale, skip_channels, skip_source, upsample_lateral
 
 
 class UNet(nn.Module):
@@ -42,8 +42,7 @@ class UNet(nn.Module):
         residual: bool = True,
     ) -> None:
         super().__init__()
-        if int(scale) != scale or scale < 1:
-            raise ValueError(f"UNet scale must be an integer >= 1, got {scale!r}")
+        check_scale(scale, "UNet")
         decoder_channels = tuple(decoder_channels)
         if len(decoder_channels) != encoder_depth:
             raise ValueError(
