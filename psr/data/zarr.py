@@ -10,18 +10,50 @@ flips and 90° rotations; validation patches are a fixed set, identical every ep
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+import zarr
+from scipy.ndimage import uniform_filter
 from torch.utils.data import DataLoader, Dataset
 
-from psr.data.omezarr import ImageRef, discover_images
+from psr.data.omezarr import (
+    ImageRef,
+    Manifest,
+    ManifestImage,
+    discover_images,
+    local_path,
+    open_node,
+    read_manifest,
+)
 
 STATS_SUBSAMPLE = 1 << 22  # values read per image to estimate its percentiles
+STATS_VERSION = 1  # of the statistics record stored in an image's attributes ("psr" → "stats")
+# Percentiles stored per image and channel: fine near both ends, where normalisation percentiles (and
+# their jitter) live, so any percentile can be interpolated later without reading pixels again.
+PERCENTILE_GRID: tuple[float, ...] = tuple(
+    sorted(
+        {
+            round(float(q), 4)
+            for q in np.concatenate(
+                [
+                    np.arange(0.0, 5.0, 0.05),
+                    np.arange(5.0, 95.0, 0.5),
+                    np.arange(95.0, 99.0, 0.05),
+                    np.arange(99.0, 100.0, 0.01),
+                    [100.0],
+                ]
+            )
+        }
+    )
+)
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,7 @@ class PatchSource:
     frame_axis: int | None = (
         None  # multi-frame patches: the plane axis (t or z) whose window becomes channels
     )
+    table: PercentileTable | None = None  # percentiles of the picked channels (intensity jitter)
 
     def spatial_extent(self) -> tuple[int, ...]:
         sizes = [self.ref.shape[a] for a in self.spatial_axes]
@@ -73,13 +106,9 @@ def _to_channels_first(
     return block
 
 
-def image_statistics(
-    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], percentiles: tuple[float, float]
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel low/high percentiles of an image from a strided subsample.
-
-    Raises ``ValueError`` naming the image when it is empty, holds NaN or Inf, or has no dynamic range.
-    """
+def _strided_sample(ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...]) -> np.ndarray:
+    """About ``STATS_SUBSAMPLE`` values per channel, every ``stride``-th pixel along the spatial axes:
+    ``(C, N)`` float64. Raises ``ValueError`` naming the image when the sample holds NaN or Inf."""
     arr = ref.open()
     n_channels = ref.shape[channel_axis] if channel_axis is not None else 1
     per_channel = max(1, int(np.prod(ref.shape)) // n_channels)
@@ -99,15 +128,172 @@ def image_statistics(
         raise ValueError(
             f"image {ref.name} holds {bad} NaN/Inf values in a subsample; expected finite intensities everywhere"
         )
-    low = np.percentile(sample, percentiles[0], axis=1)
-    high = np.percentile(sample, percentiles[1], axis=1)
+    return sample
+
+
+def _check_range(
+    name: str, low: np.ndarray, high: np.ndarray, percentiles: Sequence[float], channels: Sequence[int]
+) -> None:
     flat = np.nonzero(high <= low)[0]
     if flat.size:
+        c = int(flat[0])
         raise ValueError(
-            f"image {ref.name} channel {int(flat[0])} has no dynamic range (percentiles {percentiles} are both"
-            f" {low[flat[0]]:g}); expected an image with signal"
+            f"image {name} channel {channels[c]} has no dynamic range (percentiles {list(percentiles)} are both"
+            f" {low[c]:g}); expected an image with signal"
         )
+
+
+def image_statistics(
+    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], percentiles: tuple[float, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel low/high percentiles of an image from a strided subsample.
+
+    Raises ``ValueError`` naming the image when it is empty, holds NaN or Inf, or has no dynamic range.
+    """
+    sample = _strided_sample(ref, channel_axis, spatial)
+    low = np.percentile(sample, percentiles[0], axis=1)
+    high = np.percentile(sample, percentiles[1], axis=1)
+    _check_range(ref.name, low, high, percentiles, range(len(low)))
     return low.astype(np.float32), high.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PercentileTable:
+    """Per-channel intensities ``values (C, G)`` at the percentiles ``grid (G,)`` of one image."""
+
+    grid: np.ndarray
+    values: np.ndarray
+
+    def at(self, q: float) -> np.ndarray:
+        """``(C,)`` intensities at percentile ``q``: exact on the grid, linearly interpolated between."""
+        return np.array([np.interp(q, self.grid, v) for v in self.values], dtype=np.float64)
+
+    def has(self, q: float) -> bool:
+        return bool(np.isclose(self.grid, q, rtol=0, atol=1e-9).any())
+
+    def channels(self, picked: Sequence[int]) -> PercentileTable:
+        return PercentileTable(self.grid, self.values[list(picked)])
+
+
+def percentile_table(
+    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], extra: Sequence[float] = ()
+) -> tuple[PercentileTable, int]:
+    """The image's percentiles at ``PERCENTILE_GRID`` plus ``extra`` from a strided subsample, and the
+    subsample's size per channel. Reads pixels (the only function of this module that does for stats)."""
+    sample = _strided_sample(ref, channel_axis, spatial)
+    grid = np.array(sorted(set(PERCENTILE_GRID) | {float(q) for q in extra}), dtype=np.float64)
+    values = np.percentile(sample, grid, axis=1).T  # (C, G)
+    return PercentileTable(grid, np.ascontiguousarray(values)), int(sample.shape[1])
+
+
+def _stats_location(ref: ImageRef) -> tuple[str, str]:
+    """Where an image's statistics live: its OME-Zarr group (keyed by the level-0 array's path in it),
+    or, for a bare array, the array's own attributes."""
+    if ref.image_path and ref.image_path != ref.array_path:
+        return ref.image_path, ref.array_path[len(ref.image_path) :].strip("/")
+    if not ref.image_path and ref.array_path:
+        return "", ref.array_path  # an OME-Zarr image at the store's root
+    return ref.array_path, ""
+
+
+def load_statistics(ref: ImageRef, required: Sequence[float]) -> PercentileTable | None:
+    """The statistics stored with ``ref`` (``attrs["psr"]["stats"]``), or ``None`` when they are missing,
+    from another psr version, for another shape or dtype, or lack a ``required`` percentile. Reads no
+    pixels."""
+    node_path, array_key = _stats_location(ref)
+    try:
+        node = open_node(ref.store, node_path, ref.storage_options)
+        record = dict(node.attrs).get("psr", {}).get("stats")
+    except (OSError, ValueError, KeyError, AttributeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    expected = {
+        "version": STATS_VERSION,
+        "array": array_key,
+        "shape": list(ref.shape),
+        "dtype": ref.dtype,
+        "max_subsample": STATS_SUBSAMPLE,
+    }
+    if any(record.get(key) != value for key, value in expected.items()):
+        return None
+    try:
+        table = PercentileTable(
+            np.asarray(record["percentiles"], dtype=np.float64),
+            np.asarray(record["values"], dtype=np.float64),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+    if table.values.ndim != 2 or table.values.shape[1] != table.grid.size or table.grid.size < 2:
+        return None
+    if np.any(np.diff(table.grid) <= 0) or not np.isfinite(table.values).all():
+        return None
+    if not all(table.has(q) for q in required):
+        return None
+    return table
+
+
+def _open_for_update(ref: ImageRef, node_path: str) -> Any:
+    root = local_path(ref.store)
+    if node_path == ref.array_path and ref.image_path == ref.array_path:
+        return zarr.open_array(root, path=node_path, mode="r+")
+    return zarr.open_group(root, path=node_path, mode="r+", use_consolidated=False)
+
+
+def save_statistics(ref: ImageRef, table: PercentileTable, subsample: int) -> bool:
+    """Store ``table`` in ``ref``'s attributes for the next run; ``False`` (and a log line) when the
+    store is remote or cannot be written. Other ``psr`` attributes are kept."""
+    if ref.remote:
+        return False
+    node_path, array_key = _stats_location(ref)
+    record = {
+        "version": STATS_VERSION,
+        "array": array_key,
+        "shape": list(ref.shape),
+        "dtype": ref.dtype,
+        "max_subsample": STATS_SUBSAMPLE,
+        "subsample": subsample,
+        "percentiles": table.grid.tolist(),
+        "values": table.values.tolist(),
+    }
+    try:
+        node = _open_for_update(ref, node_path)
+        psr = dict(node.attrs.get("psr") or {})
+        psr["stats"] = record
+        node.attrs["psr"] = psr  # zarr writes metadata atomically (temporary file, then rename)
+    except Exception as err:  # noqa: BLE001 - read-only folders, permissions, foreign stores
+        log.warning(
+            "could not store statistics of %s (%s: %s); computed in memory", ref.name, type(err).__name__, err
+        )
+        return False
+    return True
+
+
+def cached_statistics(
+    ref: ImageRef,
+    channel_axis: int | None,
+    spatial: tuple[int, ...],
+    required: Sequence[float],
+    cache: bool = True,
+) -> PercentileTable:
+    """The image's percentile table: from its attributes when they are current, else computed from a
+    subsample (``percentile_table``) and, with ``cache``, stored for the next run."""
+    if cache:
+        table = load_statistics(ref, required)
+        if table is not None:
+            return table
+    table, subsample = percentile_table(ref, channel_axis, spatial, required)
+    if cache:
+        save_statistics(ref, table, subsample)
+    return table
+
+
+def foreground_fraction(block: np.ndarray, threshold: float) -> float:
+    """Share of pixels of a normalised ``(C, *spatial)`` block whose 3×3-smoothed intensity (maximum
+    over channels) exceeds ``threshold``: the foreground test of patch sampling."""
+    size = (1,) * (block.ndim - 2) + (3, 3)
+    smooth = uniform_filter(block.astype(np.float32, copy=False), size=size, mode="nearest")
+    return float(np.mean(smooth.max(axis=0) > threshold))
 
 
 class PatchDataset(Dataset[torch.Tensor]):
@@ -116,6 +302,12 @@ class PatchDataset(Dataset[torch.Tensor]):
     With ``fixed=True`` patch ``i`` depends only on ``(seed, i)``: the validation set is identical every
     epoch and in every worker. Otherwise each draw takes fresh randomness from torch's generator, which
     Lightning seeds per worker and epoch, so a seeded run is reproducible.
+
+    Images are drawn in proportion to their area. With ``foreground_fraction > 0`` a patch whose
+    foreground share (``foreground_fraction()`` above ``foreground_threshold``) is below it is redrawn,
+    at most ``max_tries`` times in all; then the best candidate is kept. ``percentile_jitter`` draws the
+    normalisation percentiles per training patch from two ranges ``((lo_min, lo_max), (hi_min, hi_max))``,
+    interpolated from each source's stored percentile table (no pixels re-read); fixed sets never jitter.
     """
 
     def __init__(
@@ -128,6 +320,10 @@ class PatchDataset(Dataset[torch.Tensor]):
         fixed: bool = False,
         augment: bool = False,
         frames: int = 1,
+        foreground_fraction: float = 0.0,
+        foreground_threshold: float = 0.2,
+        max_tries: int = 10,
+        percentile_jitter: tuple[tuple[float, float], tuple[float, float]] | None = None,
     ) -> None:
         self.sources = list(sources)
         self.patch = tuple(patch)
@@ -136,6 +332,12 @@ class PatchDataset(Dataset[torch.Tensor]):
         self.fixed = fixed
         self.augment = augment
         self.frames = frames
+        self.foreground_fraction = float(foreground_fraction)
+        self.foreground_threshold = float(foreground_threshold)
+        self.max_tries = max(1, int(max_tries))
+        self.percentile_jitter = None if fixed else percentile_jitter
+        if self.percentile_jitter is not None and any(s.table is None for s in self.sources):
+            raise ValueError("percentile_jitter needs sources with a percentile table")
         areas = np.array([float(np.prod(s.spatial_extent())) for s in self.sources])
         self.weights = areas / areas.sum()
         self._arrays: dict[int, object] = {}
@@ -151,11 +353,8 @@ class PatchDataset(Dataset[torch.Tensor]):
             self._arrays[k] = self.sources[k].ref.open()
         return self._arrays[k]
 
-    def __getitem__(self, i: int) -> torch.Tensor:
-        if self.fixed:
-            rng = np.random.default_rng([self.seed, i])
-        else:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+    def _draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """A random source and an un-normalised patch of it ``(C, *patch)`` float32."""
         k = int(rng.choice(len(self.sources), p=self.weights))
         src = self.sources[k]
         index: list[slice | int] = [slice(None)] * len(src.ref.shape)
@@ -173,14 +372,41 @@ class PatchDataset(Dataset[torch.Tensor]):
         if src.frame_axis is not None:
             # (…, frames, …) → (frames, *spatial): the window of neighbouring frames becomes the channels.
             block = np.moveaxis(block, src.frame_axis, 0)
-            block = block.reshape(self.frames, *block.shape[-len(self.patch) :]).astype(np.float32)
+            return k, block.reshape(self.frames, *block.shape[-len(self.patch) :]).astype(np.float32)
+        return k, _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(
+            np.float32
+        )
+
+    def _normalise(self, block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        shape = (-1, *([1] * len(self.patch)))
+        low32, high32 = low.astype(np.float32).reshape(shape), high.astype(np.float32).reshape(shape)
+        return (block - low32) / (high32 - low32)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.fixed:
+            rng = np.random.default_rng([self.seed, i])
         else:
-            block = _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(
-                np.float32
-            )
-        low = src.low.reshape(-1, *([1] * len(self.patch)))
-        high = src.high.reshape(-1, *([1] * len(self.patch)))
-        block = (block - low) / (high - low)
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        k, raw = self._draw(rng)
+        if self.foreground_fraction > 0:
+            src = self.sources[k]
+            best = foreground_fraction(self._normalise(raw, src.low, src.high), self.foreground_threshold)
+            for _ in range(self.max_tries - 1):
+                if best >= self.foreground_fraction:
+                    break
+                k2, raw2 = self._draw(rng)
+                src2 = self.sources[k2]
+                share = foreground_fraction(
+                    self._normalise(raw2, src2.low, src2.high), self.foreground_threshold
+                )
+                if share > best:
+                    k, raw, best = k2, raw2, share
+        src = self.sources[k]
+        low, high = src.low, src.high
+        if self.percentile_jitter is not None and src.table is not None:
+            (a0, a1), (b0, b1) = self.percentile_jitter
+            low, high = src.table.at(float(rng.uniform(a0, a1))), src.table.at(float(rng.uniform(b0, b1)))
+        block = self._normalise(raw, low, high)
         if not np.isfinite(block).all():
             raise ValueError(
                 f"image {src.ref.name} holds NaN/Inf values in a patch; expected finite intensities"
@@ -194,21 +420,49 @@ class PatchDataset(Dataset[torch.Tensor]):
         return torch.from_numpy(np.ascontiguousarray(block))
 
 
+def _jitter_ranges(
+    jitter: Sequence[Sequence[float]] | None,
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    if jitter is None:
+        return None
+    try:
+        (a0, a1), (b0, b1) = ((float(x) for x in pair) for pair in jitter)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"data.percentile_jitter must be two [min, max] ranges like [[0.5, 3.0], [99.0, 99.9]], got {jitter!r}"
+        ) from err
+    if not (0.0 <= a0 <= a1 < b0 <= b1 <= 100.0):
+        raise ValueError(
+            f"data.percentile_jitter {[[a0, a1], [b0, b1]]} must hold two ranges within [0, 100], the low range"
+            " entirely below the high one"
+        )
+    return (a0, a1), (b0, b1)
+
+
 class ZarrDataModule(L.LightningDataModule):
-    """Clean patches from one or many zarr arrays / OME-Zarr images.
+    """Clean patches from one or many zarr arrays / OME-Zarr images, local or remote.
 
     Args:
-        path: an OME-Zarr image, a zarr array, a folder or group of them, or a list of those.
+        path: an OME-Zarr image, a zarr array, a folder or group of them, or a list of those; local
+            paths or fsspec URLs (``https://``, ``s3://``, ``gs://``, ``file://``).
         patch_size: patch edge in high-resolution pixels (an int, or one per spatial axis); must be
             divisible by ``scale`` laterally.
         scale: the super-resolution factor the patches will be degraded by (checked, not applied).
         spatial_dims: 2 for ``(C, Y, X)`` patches (t and z become samples), 3 for ``(C, Z, Y, X)``.
         channels: channel indices to use (all when ``None``).
         percentiles: low/high percentiles mapped to 0 and 1 per image and channel.
-        val_fraction: share of images held out for validation (a single image is split by rows).
+        val_fraction: share of images held out for validation (a single image is split by rows). A
+            store whose root carries a psr manifest is split by it instead (see ``setup``).
         frames: multi-frame patches (PSSR-MF): a window of this many neighbouring frames along
             ``frame_axis`` (t or z) becomes the channels, ``(frames, Y, X)``; odd, the target is the
             centre frame.
+        foreground_fraction: redraw patches whose foreground share is below this (0 disables);
+            foreground is the 3×3-smoothed normalised intensity above ``foreground_threshold``. After
+            ``max_tries`` draws the best candidate is kept.
+        percentile_jitter: ``[[lo_min, lo_max], [hi_min, hi_max]]``: training patches are normalised
+            with percentiles drawn from these ranges (``None``: always ``percentiles``).
+        storage_options: passed to fsspec for URLs (e.g. ``{"anon": True}`` for a public s3 bucket).
+        cache_statistics: store each image's percentile table in its attributes and reuse it.
     """
 
     def __init__(
@@ -229,6 +483,12 @@ class ZarrDataModule(L.LightningDataModule):
         seed: int = 0,
         frames: int = 1,
         frame_axis: str = "t",
+        foreground_fraction: float = 0.0,
+        foreground_threshold: float = 0.2,
+        max_tries: int = 10,
+        percentile_jitter: Sequence[Sequence[float]] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+        cache_statistics: bool = True,
     ) -> None:
         super().__init__()
         if frames < 1 or frames % 2 == 0:
@@ -255,6 +515,10 @@ class ZarrDataModule(L.LightningDataModule):
         low, high = (float(p) for p in percentiles)
         if not 0.0 <= low < high <= 100.0:
             raise ValueError(f"percentiles must satisfy 0 <= low < high <= 100, got {list(percentiles)}")
+        if not 0.0 <= foreground_fraction <= 1.0:
+            raise ValueError(f"data.foreground_fraction must be in [0, 1], got {foreground_fraction}")
+        if max_tries < 1:
+            raise ValueError(f"data.max_tries must be >= 1, got {max_tries}")
         self.path = path
         self.patch = patch
         self.scale = scale
@@ -271,6 +535,14 @@ class ZarrDataModule(L.LightningDataModule):
         self.seed = seed
         self.frames = frames
         self.frame_axis = frame_axis
+        self.foreground_fraction = float(foreground_fraction)
+        self.foreground_threshold = float(foreground_threshold)
+        self.max_tries = int(max_tries)
+        self.percentile_jitter = _jitter_ranges(percentile_jitter)
+        self.storage_options = dict(storage_options) if storage_options else None
+        self.cache_statistics = cache_statistics
+        self.refs: list[ImageRef] = []  # every image found, including those no split uses
+        self.manifests: dict[str, Manifest | None] = {}  # per store root
         self.train_sources: list[PatchSource] = []
         self.val_sources: list[PatchSource] = []
 
@@ -312,7 +584,24 @@ class ZarrDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"image {ref.name} has {len(channels)} channels; multi-frame patches take one: set data.channels=[k]"
                 )
-        low, high = image_statistics(ref, channel_axis, spatial, self.percentiles)
+        table = cached_statistics(ref, channel_axis, spatial, self.percentiles, self.cache_statistics)
+        if table.values.shape[0] != n_channels:
+            raise ValueError(
+                f"image {ref.name} has {n_channels} channels but its stored statistics have"
+                f" {table.values.shape[0]}; delete attrs['psr']['stats'] to recompute them"
+            )
+        table = table.channels(channels)
+        low, high = table.at(self.percentiles[0]), table.at(self.percentiles[1])
+        _check_range(ref.name, low, high, self.percentiles, channels)
+        if self.percentile_jitter is not None:
+            (_, a1), (b0, _) = self.percentile_jitter
+            lo, hi = table.at(a1), table.at(b0)
+            flat = np.nonzero(hi <= lo)[0]
+            if flat.size:
+                raise ValueError(
+                    f"image {ref.name} channel {channels[int(flat[0])]} has no dynamic range between percentiles"
+                    f" {a1:g} and {b0:g} (both {lo[flat[0]]:g}); narrow data.percentile_jitter or set it to null"
+                )
         y_size = ref.shape[spatial[-2]]
         return PatchSource(
             ref,
@@ -320,17 +609,68 @@ class ZarrDataModule(L.LightningDataModule):
             planes,
             spatial,
             (0, y_size),
-            low[list(channels)],
-            high[list(channels)],
+            low.astype(np.float32),
+            high.astype(np.float32),
             channels,
             frame_axis,
+            table,
         )
 
+    def _manifest_entry(self, ref: ImageRef) -> ManifestImage | None:
+        manifest = self.manifests.get(ref.store)
+        return manifest.images.get(ref.image_path) if manifest is not None else None
+
+    def _discover(self) -> list[ImageRef]:
+        """Every image under ``path`` and each store's manifest (read once per store)."""
+        refs = discover_images(self.path, self.storage_options)
+        for store in dict.fromkeys(ref.store for ref in refs):
+            self.manifests[store] = read_manifest(store, self.storage_options)
+        return refs
+
     def setup(self, stage: str | None = None) -> None:
+        """Find the images, split them and prepare their statistics.
+
+        Where a store's root carries a psr manifest, its ``test`` images and its ``low`` images (the
+        degraded halves of real pairs) are never used; its ``val`` images are the validation set (none
+        with ``val_fraction=0``), the others train. A manifest naming no ``val`` image falls back to the
+        random split below. Otherwise images are split at random by image (``val_fraction``), and a
+        single image by rows.
+        """
         if self.train_sources:
             return
-        refs = discover_images(self.path)
-        sources = [self._prepare_source(ref) for ref in refs]
+        self.refs = self._discover()
+        usable = []
+        for ref in self.refs:
+            entry = self._manifest_entry(ref)
+            if entry is None or (entry.split != "test" and entry.role != "low"):
+                usable.append(ref)
+        if not usable:
+            raise ValueError(
+                f"the manifest of {self.path} leaves no image to train on (all {len(self.refs)} are test or"
+                " low-quality images); expected clean or high-quality images in the train split"
+            )
+        named_val = [
+            ref for ref in usable if (e := self._manifest_entry(ref)) is not None and e.split == "val"
+        ]
+        if named_val:
+            held_out = {id(ref) for ref in named_val}
+            train_refs = [ref for ref in usable if id(ref) not in held_out]
+            if not train_refs:
+                raise ValueError(
+                    f"the manifest of {self.path} puts every usable image in the val split; expected train images"
+                )
+            train = [self._prepare_source(ref) for ref in train_refs]
+            val = [self._prepare_source(ref) for ref in named_val] if self.val_fraction > 0 else []
+        else:
+            train, val = self._random_split([self._prepare_source(ref) for ref in usable])
+        channel_counts = {len(s.channels) for s in train + val}
+        if len(channel_counts) != 1:
+            raise ValueError(
+                f"images under {self.path} have different channel counts {sorted(channel_counts)}; pick data.channels"
+            )
+        self.train_sources, self.val_sources = train, val
+
+    def _random_split(self, sources: list[PatchSource]) -> tuple[list[PatchSource], list[PatchSource]]:
         if len(sources) == 1 or self.val_fraction == 0:
             train, val = sources, []
             if self.val_fraction > 0:
@@ -344,19 +684,14 @@ class ZarrDataModule(L.LightningDataModule):
                         f" {list(self.patch)}; add images or set data.val_fraction=0"
                     )
                 train, val = [replace(src, y_range=(y0, cut))], [replace(src, y_range=(cut, y1))]
-        else:
-            order = np.random.default_rng(self.seed).permutation(len(sources))
-            n_val = max(1, int(round(len(sources) * self.val_fraction)))
-            val = [sources[i] for i in sorted(order[:n_val])]
-            train = [sources[i] for i in sorted(order[n_val:])]
-        channel_counts = {len(s.channels) for s in sources}
-        if len(channel_counts) != 1:
-            raise ValueError(
-                f"images under {self.path} have different channel counts {sorted(channel_counts)}; pick data.channels"
-            )
-        self.train_sources, self.val_sources = train, val
+            return train, val
+        order = np.random.default_rng(self.seed).permutation(len(sources))
+        n_val = max(1, int(round(len(sources) * self.val_fraction)))
+        val = [sources[i] for i in sorted(order[:n_val])]
+        train = [sources[i] for i in sorted(order[n_val:])]
+        return train, val
 
-    def _loader(self, dataset: Dataset[torch.Tensor], shuffle: bool) -> DataLoader[torch.Tensor]:
+    def _loader(self, dataset: Dataset[Any], shuffle: bool) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -367,16 +702,29 @@ class ZarrDataModule(L.LightningDataModule):
             drop_last=shuffle,
         )
 
+    def _sampling(self) -> dict[str, Any]:
+        return {
+            "frames": self.frames,
+            "foreground_fraction": self.foreground_fraction,
+            "foreground_threshold": self.foreground_threshold,
+            "max_tries": self.max_tries,
+        }
+
     def train_dataloader(self) -> DataLoader[torch.Tensor]:
         dataset = PatchDataset(
-            self.train_sources, self.patch, self.samples_per_epoch, augment=self.augment, frames=self.frames
+            self.train_sources,
+            self.patch,
+            self.samples_per_epoch,
+            augment=self.augment,
+            percentile_jitter=self.percentile_jitter,
+            **self._sampling(),
         )
         return self._loader(dataset, shuffle=True)
 
-    def val_dataloader(self) -> DataLoader[torch.Tensor]:
+    def val_dataloader(self) -> DataLoader[Any]:
         if not self.val_sources:
             return DataLoader([])  # type: ignore[arg-type]
         dataset = PatchDataset(
-            self.val_sources, self.patch, self.val_samples, seed=self.seed + 1, fixed=True, frames=self.frames
+            self.val_sources, self.patch, self.val_samples, seed=self.seed + 1, fixed=True, **self._sampling()
         )
         return self._loader(dataset, shuffle=False)

@@ -118,3 +118,261 @@ def test_multi_frame_errors(tmp_path) -> None:  # noqa: ANN001
         ZarrDataModule(str(store), patch_size=16, frames=5, val_fraction=0).setup()
     with pytest.raises(ValueError, match="needs a 'z' axis"):
         ZarrDataModule(str(store), patch_size=16, frames=3, frame_axis="z", val_fraction=0).setup()
+
+
+# --- datasets at scale: area sampling, foreground, cached statistics, jitter, manifests ---------------
+def _draw_sources(dataset, n: int, seed: int = 0) -> np.ndarray:  # noqa: ANN001
+    rng = np.random.default_rng(seed)
+    return np.array([dataset._draw(rng)[0] for _ in range(n)])
+
+
+def test_images_of_different_sizes_are_sampled_by_area(tmp_path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    small, large = rng.random((1, 32, 32)), rng.random((1, 96, 96))  # areas 1 : 9
+    store = write_ome_zarr_collection(tmp_path / "sizes.ome.zarr", [small, large], "cyx", names=["s", "l"])
+    dm = ZarrDataModule(str(store), patch_size=16, val_fraction=0, samples_per_epoch=8)
+    dm.setup()
+    dataset = dm.train_dataloader().dataset
+    assert [s.ref.image_path for s in dm.train_sources] == ["l", "s"]
+    picks = _draw_sources(dataset, 500)
+    assert np.mean(picks == 0) == pytest.approx(0.9, abs=0.05)  # 3.7 sigma
+
+
+def _half_empty(size: int = 128) -> np.ndarray:
+    image = np.zeros((1, size, size), np.float32)
+    image[0, :, size // 2 :] = np.random.default_rng(1).uniform(0.5, 1.0, (size, size // 2))
+    return image
+
+
+def _foreground_shares(dm: ZarrDataModule, n: int) -> np.ndarray:
+    torch.manual_seed(0)
+    dataset = dm.train_dataloader().dataset
+    return np.array([float((dataset[i] > 0.25).float().mean()) for i in range(n)])
+
+
+def test_foreground_sampling_rejects_empty_patches(tmp_path) -> None:  # noqa: ANN001
+    store = write_ome_zarr_collection(tmp_path / "half.ome.zarr", [_half_empty()], "cyx")
+    common = {"patch_size": 32, "val_fraction": 0, "samples_per_epoch": 200, "augment": False}
+    plain = ZarrDataModule(str(store), **common)
+    plain.setup()
+    shares = _foreground_shares(plain, 200)
+    # A patch start is uniform over 97 columns; the right half holds signal: about half the patches are
+    # mostly empty without foreground sampling.
+    assert 0.35 < np.mean(shares < 0.5) < 0.65
+    picky = ZarrDataModule(
+        str(store), foreground_fraction=0.5, foreground_threshold=0.2, max_tries=10, **common
+    )
+    picky.setup()
+    shares = _foreground_shares(picky, 200)
+    assert np.mean(shares >= 0.5 - 1 / 32) > 0.97  # failing 10 tries in a row: 0.49**10 < 0.1 %
+    assert shares.mean() > 0.7
+
+
+def test_foreground_sampling_stops_after_max_tries(tmp_path) -> None:  # noqa: ANN001
+    store = write_ome_zarr_collection(tmp_path / "half.ome.zarr", [_half_empty()], "cyx")
+    dm = ZarrDataModule(str(store), patch_size=32, val_fraction=0, foreground_fraction=1.0, max_tries=4)
+    dm.setup()
+    dataset = dm.train_dataloader().dataset
+    draws: list[float] = []
+    original = dataset._draw
+
+    def counting(rng):  # noqa: ANN001, ANN202
+        k, raw = original(rng)
+        draws.append(float((raw > 0).mean()))
+        return k, raw
+
+    dataset._draw = counting
+    torch.manual_seed(3)
+    for i in range(20):  # a fully foreground 32² patch is rare here (start >= 64): most draws use all 4 tries
+        draws.clear()
+        patch = dataset[i]
+        assert 1 <= len(draws) <= 4
+        if len(draws) == 4:  # never a wrong pick: the best of the candidates is kept
+            assert float((patch > 0.25).float().mean()) == pytest.approx(max(draws), abs=2 / 32)
+
+
+def test_statistics_are_stored_and_reused_without_reading_pixels(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    import zarr
+
+    import psr.data.zarr as zmod
+
+    store = write_ome_zarr_collection(tmp_path / "set.ome.zarr", _images(3), "cyx")
+    first = ZarrDataModule(str(store), patch_size=16, val_fraction=0)
+    first.setup()
+    record = dict(zarr.open_group(str(store / "img_001"), mode="r").attrs)["psr"]["stats"]
+    assert record["version"] == zmod.STATS_VERSION and record["array"] == "s0"
+    assert record["shape"] == [1, 64, 64] and record["dtype"] == "uint16" and record["subsample"] == 64 * 64
+    assert 1.0 in record["percentiles"] and 99.8 in record["percentiles"]
+    assert len(record["values"]) == 1 and len(record["values"][0]) == len(record["percentiles"])
+    # The next run reads no pixel: with every chunk deleted the statistics still come back unchanged.
+    for chunk in store.glob("img_*/s*/c/**/*"):
+        if chunk.is_file():
+            chunk.unlink()
+
+    def no_pixels(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("statistics were recomputed")
+
+    monkeypatch.setattr(zmod, "percentile_table", no_pixels)
+    second = ZarrDataModule(str(store), patch_size=16, val_fraction=0)
+    second.setup()
+    for a, b in zip(first.train_sources, second.train_sources, strict=True):
+        np.testing.assert_array_equal(a.low, b.low)
+        np.testing.assert_array_equal(a.high, b.high)
+
+
+def test_statistics_are_recomputed_when_stale_and_kept_in_memory_when_read_only(
+    tmp_path, monkeypatch
+) -> None:  # noqa: ANN001
+    import zarr
+
+    import psr.data.zarr as zmod
+
+    store = write_ome_zarr_collection(tmp_path / "set.ome.zarr", _images(2), "cyx")
+    ZarrDataModule(str(store), patch_size=16, val_fraction=0).setup()
+    group = zarr.open_group(str(store / "img_000"), mode="r+")
+    psr = dict(group.attrs["psr"])
+    psr["stats"] = {**psr["stats"], "shape": [1, 32, 32]}  # as if the array had been rewritten
+    group.attrs["psr"] = psr
+    calls: list[str] = []
+    original = zmod.percentile_table
+
+    def counting(ref, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        calls.append(ref.image_path)
+        return original(ref, *args, **kwargs)
+
+    monkeypatch.setattr(zmod, "percentile_table", counting)
+    ZarrDataModule(str(store), patch_size=16, val_fraction=0).setup()
+    assert calls == ["img_000"]
+    assert zarr.open_group(str(store / "img_000"), mode="r").attrs["psr"]["stats"]["shape"] == [1, 64, 64]
+    # Percentiles missing from the stored grid are computed (and added) too.
+    calls.clear()
+    ZarrDataModule(str(store), patch_size=16, val_fraction=0, percentiles=(2.345, 99.8)).setup()
+    assert calls == ["img_000", "img_001"]
+
+    # A store that cannot be written: statistics are computed in memory and training goes on.
+    fresh = write_ome_zarr_collection(tmp_path / "ro.ome.zarr", _images(2), "cyx")
+
+    def read_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(zmod, "_open_for_update", read_only)
+    dm = ZarrDataModule(str(fresh), patch_size=16, val_fraction=0)
+    dm.setup()
+    assert "psr" not in dict(zarr.open_group(str(fresh / "img_000"), mode="r").attrs)
+    low, high = zmod.image_statistics(dm.train_sources[0].ref, 0, (1, 2), (1.0, 99.8))
+    np.testing.assert_array_equal(dm.train_sources[0].low, low)
+    np.testing.assert_array_equal(dm.train_sources[0].high, high)
+
+
+def test_percentile_jitter_draws_per_patch_and_validation_never_jitters(tmp_path) -> None:  # noqa: ANN001
+    rng = np.random.default_rng(0)
+    images = [rng.exponential(100.0, (1, 64, 64)).astype(np.float32) for _ in range(3)]
+    store = write_ome_zarr_collection(tmp_path / "j.ome.zarr", images, "cyx")
+    dm = ZarrDataModule(
+        str(store),
+        patch_size=16,
+        val_fraction=0.34,
+        augment=False,
+        percentile_jitter=[[0.5, 3.0], [99.0, 99.9]],
+    )
+    dm.setup()
+    src = dm.train_sources[0]
+    sample = np.asarray(src.ref.open()[...], np.float64).ravel()
+    # The stored table interpolates any percentile closely, without reading pixels again.
+    for q in (0.77, 2.345, 99.123, 99.87):
+        assert src.table.at(q)[0] == pytest.approx(np.percentile(sample, q), rel=0.02)
+
+    def recorded(dataset, n: int) -> list[tuple[float, float]]:  # noqa: ANN001
+        seen: list[tuple[float, float]] = []
+        original = dataset._normalise
+
+        def spy(block, low, high):  # noqa: ANN001, ANN202
+            seen.append((float(low[0]), float(high[0])))
+            return original(block, low, high)
+
+        dataset._normalise = spy
+        for i in range(n):
+            dataset[i]
+        return seen
+
+    torch.manual_seed(0)
+    train = dm.train_dataloader().dataset
+    train.sources, train.weights = [src], np.ones(1)
+    pairs = recorded(train, 40)
+    lows, highs = np.array(pairs).T
+    assert src.table.at(0.5)[0] - 1e-6 <= lows.min() and lows.max() <= src.table.at(3.0)[0] + 1e-6
+    assert src.table.at(99.0)[0] - 1e-6 <= highs.min() and highs.max() <= src.table.at(99.9)[0] + 1e-6
+    assert np.unique(lows).size > 30 and np.unique(highs).size > 30
+    val = recorded(dm.val_dataloader().dataset, 10)
+    assert {(lo, hi) for lo, hi in val} <= {(float(s.low[0]), float(s.high[0])) for s in dm.val_sources}
+
+
+def test_bad_sampling_settings_fail_clearly(tmp_path) -> None:  # noqa: ANN001
+    with pytest.raises(ValueError, match="percentile_jitter"):
+        ZarrDataModule(str(tmp_path), percentile_jitter=[[0.5, 3.0], [2.0, 99.9]])
+    with pytest.raises(ValueError, match="foreground_fraction"):
+        ZarrDataModule(str(tmp_path), foreground_fraction=1.5)
+    with pytest.raises(ValueError, match="max_tries"):
+        ZarrDataModule(str(tmp_path), max_tries=0)
+
+
+def _manifest(images: dict[str, tuple[str, str]], pairs: list[dict] | None = None) -> dict:
+    return {
+        "psr": {
+            "manifest": {
+                "version": 1,
+                "images": {n: {"source": f"{n}.tif", "split": s, "role": r} for n, (s, r) in images.items()},
+                "pairs": pairs or [],
+            }
+        }
+    }
+
+
+def test_manifest_splits_train_val_and_test(tmp_path) -> None:  # noqa: ANN001
+    names = ["a", "b", "c", "d", "e"]
+    manifest = _manifest(
+        {
+            "a": ("train", "clean"),
+            "b": ("train", "high"),
+            "c": ("val", "high"),
+            "d": ("val", "low"),
+            "e": ("test", "clean"),
+        },
+        [{"low": "d", "high": "c", "scale": 1, "split": "val"}],
+    )
+    store = write_ome_zarr_collection(
+        tmp_path / "m.ome.zarr", _images(5), "cyx", names=names, attributes=manifest
+    )
+    dm = ZarrDataModule(str(store), patch_size=16, val_fraction=0.2)
+    dm.setup()
+    assert [s.ref.image_path for s in dm.train_sources] == ["a", "b"]
+    assert [s.ref.image_path for s in dm.val_sources] == ["c"]
+    assert dm.manifests[str(store)].pairs[0].low == "d"
+    # val_fraction=0: no clean validation, and the val images still stay out of training.
+    dm = ZarrDataModule(str(store), patch_size=16, val_fraction=0)
+    dm.setup()
+    assert [s.ref.image_path for s in dm.train_sources] == ["a", "b"] and not dm.val_sources
+
+
+def test_manifest_without_val_images_falls_back_to_a_random_split(tmp_path) -> None:  # noqa: ANN001
+    names = ["a", "b", "c", "d", "e"]
+    manifest = _manifest({n: ("test" if n == "e" else "train", "clean") for n in names})
+    store = write_ome_zarr_collection(
+        tmp_path / "m.ome.zarr", _images(5), "cyx", names=names, attributes=manifest
+    )
+    dm = ZarrDataModule(str(store), patch_size=16, val_fraction=0.25)
+    dm.setup()
+    train = {s.ref.image_path for s in dm.train_sources}
+    val = {s.ref.image_path for s in dm.val_sources}
+    assert len(val) == 1 and len(train) == 3 and train | val == {"a", "b", "c", "d"}  # e is a test image
+
+
+def test_malformed_manifest_is_one_clear_error(tmp_path) -> None:  # noqa: ANN001
+    manifest = _manifest({"a": ("holdout", "clean")})
+    store = write_ome_zarr_collection(
+        tmp_path / "m.ome.zarr", _images(1), "cyx", names=["a"], attributes=manifest
+    )
+    with pytest.raises(
+        ValueError, match=r"psr\.manifest\.images\.a\.split is 'holdout'; expected one of train"
+    ):
+        ZarrDataModule(str(store), patch_size=16).setup()
