@@ -1,4 +1,8 @@
-"""Train a restoration model: ``python train.py model=rcan crappifier=poisson scale=4``."""
+"""Train a restoration model: ``python train.py model=rcan crappifier=poisson scale=4``.
+
+Sweeps: ``python train.py -m experiment=degradation_ablation`` (a grid, each run cross-evaluated),
+``hydra/launcher=joblib`` (parallel local jobs), ``hydra/launcher=slurm`` (SLURM via submitit).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,12 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+
+from psr.tasks.crosseval import register_resolvers  # noqa: E402
+
+# ${psr.grid:[a,b]} → "a,b": sweeps from lists (experiment=degradation_ablation); needed before Hydra
+# builds the sweeper, i.e. before main runs.
+register_resolvers()
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -55,7 +57,11 @@ def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., objec
     def _compose(*overrides: str, tiny: bool = True, config_name: str = "train"):  # noqa: ANN202
         GlobalHydra.instance().clear()
         base = TINY if tiny else []
-        if any(o.startswith("data=") and o != "data=demo" for o in overrides):
+        if any(o.startswith("data=") and o != "data=demo" for o in overrides) or any(
+            o.startswith("experiment=")
+            and "override /data" in (CONF / "experiment" / f"{o.split('=', 1)[1]}.yaml").read_text()
+            for o in overrides
+        ):
             base = [o for o in base if not o.startswith(("data.n_images", "data.image_size"))]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(
@@ -89,3 +95,20 @@ def write_zarr(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return _write
+
+
+def run_train(
+    args: list[str], cache_dir: Path, *, wandb_mode: str = "disabled", timeout: int = 600
+) -> subprocess.CompletedProcess[str]:
+    """``python train.py <args>`` from the project root, as a user runs it, with the test cache; asserts exit 0."""
+    env = {**os.environ, "PSR_CACHE_DIR": str(cache_dir), "WANDB_MODE": wandb_mode, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [sys.executable, "train.py", *args, f"paths.cache_dir={cache_dir}"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result

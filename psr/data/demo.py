@@ -50,15 +50,15 @@ class DemoDataModule(ZarrDataModule):
     def __init__(
         self, cache_dir: str, n_images: int = 24, image_size: int = 512, phantom_seed: int = 0, **kwargs: Any
     ) -> None:
-        self.cache_dir = cache_dir
+        self.demo_cache_dir = cache_dir
         self.n_images = n_images
         self.image_size = image_size
         self.phantom_seed = phantom_seed
         path = demo_store_path(cache_dir, n_images, image_size, phantom_seed)
-        super().__init__(path=str(path), **kwargs)
+        super().__init__(path=str(path), cache_dir=cache_dir, **kwargs)
 
     def prepare_data(self) -> None:
-        ensure_demo_store(self.cache_dir, self.n_images, self.image_size, self.phantom_seed)
+        ensure_demo_store(self.demo_cache_dir, self.n_images, self.image_size, self.phantom_seed)
 
     def setup(self, stage: str | None = None) -> None:
         self.prepare_data()  # idempotent; covers callers that skip prepare_data

@@ -30,7 +30,7 @@ import shutil
 import uuid
 import warnings
 import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -245,40 +245,46 @@ def load_manifest(path: str | Path) -> Manifest:
         data = yaml.safe_load(path.read_text())
     except yaml.YAMLError as err:
         raise IngestError(f"manifest {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict) or not set(data) <= {"images", "pairs"}:
-        found = sorted(data) if isinstance(data, dict) else type(data).__name__
-        raise IngestError(f"manifest {path}: found {found}, expected a mapping with keys images and/or pairs")
+    return manifest_from_mapping(data, path.parent, f"manifest {path}")
+
+
+def manifest_from_mapping(data: Any, base: str | Path, where: str = "manifest") -> Manifest:
+    """A manifest from its parsed form (``{images: [...], pairs: [...]}``), paths relative to ``base``.
+
+    ``where`` names the manifest in error messages (a file, or a config key such as ``data.manifest``).
+    """
+    if not isinstance(data, Mapping) or not set(data) <= {"images", "pairs"}:
+        found = sorted(data) if isinstance(data, Mapping) else type(data).__name__
+        raise IngestError(f"{where}: found {found}, expected a mapping with keys images and/or pairs")
     images: list[ImageEntry] = []
     for i, item in enumerate(data.get("images") or []):
-        where = f"manifest {path}: images[{i}]"
+        at = f"{where}: images[{i}]"
         if isinstance(item, str):
             item = {"path": item}
-        if not isinstance(item, dict) or "path" not in item or not set(item) <= {"path", "split"}:
-            raise IngestError(f"{where}: found {item!r}, expected {{path: ..., split: train|val|test}}")
-        split = _check_split(item["split"], where) if item.get("split") is not None else None
+        if not isinstance(item, Mapping) or "path" not in item or not set(item) <= {"path", "split"}:
+            raise IngestError(f"{at}: found {item!r}, expected {{path: ..., split: train|val|test}}")
+        split = _check_split(item["split"], at) if item.get("split") is not None else None
         images.append(ImageEntry(str(item["path"]), split))
     pairs: list[PairEntry] = []
     for i, item in enumerate(data.get("pairs") or []):
-        where = f"manifest {path}: pairs[{i}]"
-        if not isinstance(item, dict) or not {"low", "high"} <= set(item) <= {
+        at = f"{where}: pairs[{i}]"
+        if not isinstance(item, Mapping) or not {"low", "high"} <= set(item) <= {
             "low",
             "high",
             "scale",
             "split",
         }:
-            raise IngestError(
-                f"{where}: found {item!r}, expected {{low: ..., high: ..., scale: 1, split: val}}"
-            )
+            raise IngestError(f"{at}: found {item!r}, expected {{low: ..., high: ..., scale: 1, split: val}}")
         scale = item.get("scale", 1)
         if isinstance(scale, float) and scale.is_integer():
             scale = int(scale)
         if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
-            raise IngestError(f"{where}: scale {scale!r} is not a positive integer")
-        split = _check_split(item.get("split", "val"), where)
+            raise IngestError(f"{at}: scale {scale!r} is not a positive integer")
+        split = _check_split(item.get("split", "val"), at)
         pairs.append(PairEntry(str(item["low"]), str(item["high"]), scale, split))
     if not images and not pairs:
-        raise IngestError(f"manifest {path} names no images and no pairs")
-    return Manifest(tuple(images), tuple(pairs), path.parent)
+        raise IngestError(f"{where} names no images and no pairs")
+    return Manifest(tuple(images), tuple(pairs), Path(base))
 
 
 # --------------------------------------------------------------------------------------------- sources

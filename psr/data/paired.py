@@ -53,7 +53,7 @@ def _label(image: ImageFile) -> str:
 
 
 class PairCrops(Dataset[dict[str, torch.Tensor]]):
-    """Fixed aligned crops ``{"input": (C, *low_patch), "target": (C, *patch)}`` float32."""
+    """Fixed aligned crops ``{"input": (C, *low_patch), "target": (C, *patch)}`` float32, flagged ``real``."""
 
     def __init__(self, low: list[np.ndarray], high: list[np.ndarray], names: list[str]) -> None:
         self.low, self.high, self.names = low, high, names
@@ -62,7 +62,12 @@ class PairCrops(Dataset[dict[str, torch.Tensor]]):
         return len(self.low)
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"input": torch.from_numpy(self.low[i]), "target": torch.from_numpy(self.high[i])}
+        # "real" tells the module these are real pairs: it scores them with the CARE affine fit.
+        return {
+            "input": torch.from_numpy(self.low[i]),
+            "target": torch.from_numpy(self.high[i]),
+            "real": torch.tensor(True),
+        }
 
 
 def normalise_image(planes: np.ndarray, percentiles: tuple[float, float], source: str) -> np.ndarray:
@@ -267,6 +272,12 @@ class PairedDataModule(ZarrDataModule):
     def _read(self, image: ImageFile, channel: Any) -> np.ndarray:
         planes, _ = read_planes(image, channel, self.spatial_dims, self.in_channels)
         return normalise_image(planes, self.percentiles, _label(image))
+
+    def has_test_pairs(self) -> bool:
+        """Whether real test pairs are configured (``data.test_pairs``) or listed by the store's manifest."""
+        if self.test_crops is None:
+            self.test_crops = self._crops(self.test_pairs, "test", "data.test_pairs", required=False)
+        return self.test_crops is not None and len(self.test_crops) > 0
 
     # --- loaders -------------------------------------------------------------------------------
     def _pair_loader(self, crops: PairCrops) -> DataLoader[dict[str, torch.Tensor]]:

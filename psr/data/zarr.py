@@ -56,6 +56,23 @@ PERCENTILE_GRID: tuple[float, ...] = tuple(
 log = logging.getLogger(__name__)
 
 
+def _is_store(path: str) -> bool:
+    """A zarr store, a folder of them, or a URL: read as zarr. Image files, their folders and globs are not."""
+    if "://" in path:
+        return True
+    candidate = os.path.expanduser(path)
+    if not os.path.exists(candidate):
+        return not any(ch in path for ch in "*?[")  # a glob is ingested; a missing path is reported as such
+    if not os.path.isdir(candidate):
+        return False
+    if candidate.rstrip("/").endswith(".zarr") or any(
+        os.path.exists(os.path.join(candidate, m)) for m in ("zarr.json", ".zgroup", ".zarray")
+    ):
+        return True
+    # A folder holding *.zarr stores is a collection; a folder of image files is ingested.
+    return any(name.endswith(".zarr") for name in os.listdir(candidate))
+
+
 @dataclass(frozen=True)
 class PatchSource:
     """An image prepared for patch sampling: its layout, the usable row range and its normalisation."""
@@ -467,7 +484,7 @@ class ZarrDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        path: str | Sequence[str],
+        path: str | Sequence[str] | None,
         patch_size: int | Sequence[int] = 64,
         scale: int = 1,
         spatial_dims: int = 2,
@@ -489,8 +506,15 @@ class ZarrDataModule(L.LightningDataModule):
         percentile_jitter: Sequence[Sequence[float]] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         cache_statistics: bool = True,
+        manifest: str | Mapping[str, Any] | None = None,
+        ingest: Mapping[str, Any] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if path is None and manifest is None:
+            raise ValueError(
+                "data.path is not set: expected zarr stores, image files, folders or globs (or data.manifest)"
+            )
         if frames < 1 or frames % 2 == 0:
             raise ValueError(f"frames must be odd (a centre frame and its neighbours), got {frames}")
         if frame_axis not in ("t", "z"):
@@ -520,6 +544,10 @@ class ZarrDataModule(L.LightningDataModule):
         if max_tries < 1:
             raise ValueError(f"data.max_tries must be >= 1, got {max_tries}")
         self.path = path
+        self.manifest = manifest
+        self.ingest = dict(ingest or {})
+        self.cache_dir = cache_dir
+        self._ingested = False
         self.patch = patch
         self.scale = scale
         self.spatial_dims = spatial_dims
@@ -620,8 +648,48 @@ class ZarrDataModule(L.LightningDataModule):
         manifest = self.manifests.get(ref.store)
         return manifest.images.get(ref.image_path) if manifest is not None else None
 
+    def _sources_to_ingest(self) -> list[str]:
+        """The entries of ``path`` that are image files, folders of images or globs rather than zarr stores."""
+        if self.path is None:
+            return []
+        paths = [self.path] if isinstance(self.path, str | os.PathLike) else list(self.path)
+        return [str(p) for p in paths if not _is_store(str(p))]
+
+    def prepare_data(self) -> None:
+        """Convert TIFF / PNG sources (``path`` entries or ``manifest``) to OME-Zarr once, in ``cache_dir``.
+
+        The store is named by a fingerprint of the files (paths, sizes, times) and the ``ingest`` options,
+        so later runs reuse it and an edited file makes a new one (``psr.data.ingest.ensure_ingested``).
+        """
+        if self._ingested:
+            return
+        sources = self._sources_to_ingest()
+        if not sources and self.manifest is None:
+            return
+        if sources and len(sources) != (
+            1 if isinstance(self.path, str | os.PathLike) else len(self.path or [])
+        ):
+            raise ValueError(
+                f"data.path mixes zarr stores and image files ({sources[0]}); ingest the files first"
+                " (scripts/ingest.py) or list only one kind"
+            )
+        from psr.data.ingest import ensure_ingested, manifest_from_mapping
+
+        manifest: Any = self.manifest
+        if isinstance(manifest, Mapping):
+            manifest = manifest_from_mapping(manifest, os.getcwd(), "data.manifest")
+        cache = self.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "psr")
+        # Images without a split in a manifest: the datamodule splits them (data.val_fraction), not the ingest.
+        options = {"val_fraction": 0.0, **self.ingest}
+        store = ensure_ingested(sources, cache, manifest=manifest, **options)
+        self.path = str(store)
+        self._ingested = True
+
     def _discover(self) -> list[ImageRef]:
         """Every image under ``path`` and each store's manifest (read once per store)."""
+        self.prepare_data()  # idempotent; covers callers that skip prepare_data
+        if self.path is None:
+            raise ValueError("data.path is not set and data.manifest produced no store")
         refs = discover_images(self.path, self.storage_options)
         for store in dict.fromkeys(ref.store for ref in refs):
             self.manifests[store] = read_manifest(store, self.storage_options)

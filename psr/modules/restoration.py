@@ -22,6 +22,20 @@ SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 Batch = torch.Tensor | dict[str, torch.Tensor]
 
 
+# Per-image sums accumulated over a validation epoch (then divided by the image count).
+VAL_KEYS = ("loss", "psnr", "ssim", "baseline_psnr", "baseline_ssim")
+
+
+def affine_fit(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``a·x + b`` with ``a, b`` per image and channel minimising the squared error to ``target`` (B, C, ...)."""
+    dims = tuple(range(2, x.dim()))
+    xm, tm = x.mean(dims, keepdim=True), target.mean(dims, keepdim=True)
+    cov = ((x - xm) * (target - tm)).mean(dims, keepdim=True)
+    var = (x - xm).square().mean(dims, keepdim=True)
+    a = cov / var.clamp_min(1e-12)
+    return a * (x - xm) + tm
+
+
 def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
     """Interpolate ``(B, C, *S)`` to ``size`` (the interpolation baseline, and panels)."""
     if tuple(x.shape[2:]) == tuple(size):
@@ -190,7 +204,9 @@ class RestorationModule(L.LightningModule):
         self._val_sums = {}
         self._val_count = 0
 
-    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+    def _score(self, batch: dict[str, torch.Tensor], sums: dict[str, float]) -> tuple[torch.Tensor, ...]:
+        """Add the batch's per-image loss, PSNR and SSIM (model and baseline) to ``sums``; return
+        ``(input, prediction, target)``."""
         inp, target = batch["input"], batch["target"].float()
         pred = self.eval_net(inp).float()
         # Multi-frame input: the baseline interpolates the centre frame(s), those the target holds.
@@ -198,30 +214,65 @@ class RestorationModule(L.LightningModule):
             centre_channels(inp.float(), target.shape[1]), tuple(target.shape[2:]), self.baseline_mode
         )
         loss = self.loss_fn(pred, target)
-        values = {
+        scored, scored_baseline = pred, baseline
+        if "real" in batch:
+            # Real pairs were rescaled per image by their publishers: score each restoration (and the
+            # baseline) after its least-squares affine fit to the target (the CARE convention).
+            scored, scored_baseline = affine_fit(pred, target), affine_fit(baseline, target)
+        values = {  # the keys of VAL_KEYS
             "loss": loss.detach() * target.shape[0],
-            "psnr": psnr(pred, target).sum(),
-            "ssim": _ssim_per_image(pred, target).sum(),
-            "baseline_psnr": psnr(baseline, target).sum(),
-            "baseline_ssim": _ssim_per_image(baseline, target).sum(),
+            "psnr": psnr(scored, target).sum(),
+            "ssim": _ssim_per_image(scored, target).sum(),
+            "baseline_psnr": psnr(scored_baseline, target).sum(),
+            "baseline_ssim": _ssim_per_image(scored_baseline, target).sum(),
         }
         for key, value in values.items():
-            self._val_sums[key] = self._val_sums.get(key, 0.0) + float(value)
+            sums[key] = sums.get(key, 0.0) + float(value)
+        return inp, pred, target
+
+    def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        inp, pred, target = self._score(batch, self._val_sums)
         self._val_count += target.shape[0]
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_panels(inp, pred, target)
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._val_count:
-            return
-        metrics = {f"val/{k}": v / self._val_count for k, v in self._val_sums.items()}
-        # Sums are accumulated per process; DDP reduces the means across ranks.
-        self.log_dict(metrics, prog_bar=False, sync_dist=True)
+    def _reduce(self, sums: dict[str, float], count: float, prefix: str) -> dict[str, float] | None:
+        """Means over every image of the epoch (all DDP ranks); ``None`` when there was none."""
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Every rank saw a share of the set: sum the sums and counts over ranks, so the logged values,
+            # the history and summary.json all describe the whole set.
+            keys = sorted(VAL_KEYS)
+            dtype = torch.float32 if self.device.type == "mps" else torch.float64
+            local = torch.tensor([sums.get(k, 0.0) for k in keys] + [count], dtype=dtype, device=self.device)
+            total = self.trainer.strategy.reduce(local, reduce_op="sum")
+            sums = {k: float(v) for k, v in zip(keys, total[:-1].tolist(), strict=True)}
+            count = float(total[-1])
+        if not count:
+            return None
+        metrics = {f"{prefix}/{k}": v / count for k, v in sums.items()}
+        self.log_dict(metrics, prog_bar=False)
         self.log(
-            "val/gain_db", metrics["val/psnr"] - metrics["val/baseline_psnr"], prog_bar=True, sync_dist=True
+            f"{prefix}/gain_db", metrics[f"{prefix}/psnr"] - metrics[f"{prefix}/baseline_psnr"], prog_bar=True
         )
-        if not self.trainer.sanity_checking:
+        return metrics
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self._reduce(self._val_sums, float(self._val_count), "val")
+        if metrics is not None and not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})
+
+    # --- test: real pairs held out from validation (data=pairs data.test_pairs) ---------------------
+    def on_test_epoch_start(self) -> None:
+        self._test_sums: dict[str, float] = {}
+        self._test_count = 0
+        self.test_results: dict[str, float] = {}
+
+    def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
+        _, _, target = self._score(batch, self._test_sums)
+        self._test_count += target.shape[0]
+
+    def on_test_epoch_end(self) -> None:
+        self.test_results = self._reduce(self._test_sums, float(self._test_count), "test") or {}
 
     # --- panels --------------------------------------------------------------------------------
     def _log_panels(self, inp: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:

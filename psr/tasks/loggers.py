@@ -62,8 +62,14 @@ def keep_wandb_files_in(run_dir: Path) -> None:
     os.environ.setdefault("WANDB_SILENT", "true")
 
 
-def build_loggers(cfg: DictConfig | None, run_dir: Path, run_config: dict[str, Any]) -> list[Logger]:
-    """Instantiate every logger under ``cfg`` (a mapping name → config); W&B goes offline when it must."""
+def build_loggers(
+    cfg: DictConfig | None, run_dir: Path, run_config: dict[str, Any], group: str | None = None
+) -> list[Logger]:
+    """Instantiate every logger under ``cfg`` (a mapping name → config); W&B goes offline when it must.
+
+    ``group`` is the W&B group of a W&B logger whose config leaves ``group`` null: the jobs of one
+    multirun share it (the sweep folder's name), so W&B shows them together.
+    """
     loggers: list[Logger] = []
     if not cfg:
         return loggers
@@ -77,10 +83,31 @@ def build_loggers(cfg: DictConfig | None, run_dir: Path, run_config: dict[str, A
             if mode == "disabled":
                 continue
             overrides["offline"] = mode == "offline"
+            if node.get("group") is None and group:
+                overrides["group"] = group
         logger = instantiate(node, **overrides)
         logger.log_hyperparams(run_config)
         loggers.append(logger)
     return loggers
+
+
+def wandb_run_info(loggers: list[Logger]) -> dict[str, Any] | None:
+    """What the W&B run of ``loggers`` was created with (id, group, tags, job type, mode), or ``None``."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    run = getattr(wandb, "run", None) if wandb is not None else None
+    if run is None or not any(type(logger).__name__ == "WandbLogger" for logger in loggers):
+        return None
+    return {
+        "id": str(run.id),
+        "name": str(run.name),
+        "group": run.group or None,
+        "tags": [str(t) for t in run.tags or ()],
+        "job_type": run.job_type or None,
+        "mode": "offline" if run.offline else "online",
+        "dir": str(run.dir),
+    }
 
 
 def finish_wandb(failed: bool) -> None:

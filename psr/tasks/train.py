@@ -5,8 +5,13 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import os
+import sys
+import tempfile
 import time
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +19,15 @@ import lightning as L
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
-from omegaconf import DictConfig, OmegaConf
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
+from psr.tasks import crosseval
 from psr.tasks.errors import ConfigError
-from psr.tasks.loggers import build_loggers, finish_wandb, to_plain
+from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
+
+log = logging.getLogger(__name__)
 
 
 def _quiet_duplicate_logs() -> None:
@@ -94,6 +102,18 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             "interpolate ${scale} in the crappifier config instead of a fixed factor"
         )
     _dry_run(crappifier, net, cfg, patch_sizes, crap_scale)
+    test_names, real_pairs, _ = crosseval.settings(cfg)
+    if _sweep()[0] is not None:
+        crosseval.check_ablation(cfg, {g: _choice(cfg, g) for g in ("model", "crappifier")})
+    test_crappifiers = crosseval.build_test_crappifiers(
+        test_names,
+        crap_scale,
+        _choice(cfg, "crappifier"),
+        crappifier,
+        _patch_shape(patch_sizes),
+        int(getattr(net, "in_channels", 1)),
+    )
+    crosseval.check_real_pairs(real_pairs)
     datamodule = _instantiate(cfg.data, "data")
     try:
         datamodule.prepare_data()
@@ -113,7 +133,18 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             resolve()
         except FileNotFoundError as err:
             raise ConfigError(f"loss={_choice(cfg, 'loss')}: {err}") from err
-    return {"crappifier": crappifier, "net": net, "datamodule": datamodule, "loss": loss}
+    return {
+        "crappifier": crappifier,
+        "net": net,
+        "datamodule": datamodule,
+        "loss": loss,
+        "test_crappifiers": test_crappifiers,
+    }
+
+
+def _patch_shape(patch_sizes: list[int]) -> list[int]:
+    """The spatial shape of one patch: a single size is a square (2D) patch."""
+    return patch_sizes * 2 if len(patch_sizes) == 1 else patch_sizes
 
 
 def _dry_run(crappifier: Any, net: Any, cfg: DictConfig, patch_sizes: list[int], scale: int) -> None:
@@ -122,7 +153,7 @@ def _dry_run(crappifier: Any, net: Any, cfg: DictConfig, patch_sizes: list[int],
     if not patch_sizes:
         return
     channels = int(getattr(net, "in_channels", 1))
-    shape = (1, channels, *(patch_sizes * 2 if len(patch_sizes) == 1 else patch_sizes))
+    shape = (1, channels, *_patch_shape(patch_sizes))
     generator = torch.Generator().manual_seed(0)
     try:
         with torch.no_grad():
@@ -157,7 +188,12 @@ def _adversarial_parts(cfg: DictConfig) -> dict[str, Any]:
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
-    """Train one model as ``cfg`` says; return the run summary (also written to ``summary.json``)."""
+    """Train one model as ``cfg`` says; return the run summary (also written to ``summary.json``).
+
+    After training, the best (else last) generator is scored on ``cross_eval.crappifiers`` and
+    ``cross_eval.real_pairs`` (:mod:`psr.tasks.crosseval`). Under DDP every rank trains; only global
+    rank 0 evaluates and writes ``summary.json`` (Lightning writes checkpoints from rank 0 only).
+    """
     started = time.time()
     _quiet_duplicate_logs()
     output_dir = Path(cfg.paths.output_dir)
@@ -179,29 +215,220 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     # Set after construction: passed through instantiate, the config's own _target_ nodes would be built.
     module.run_config = run_config
+    sweep = sweep_info(cfg)
     failed = True
     try:
-        loggers = build_loggers(cfg.get("logger"), output_dir, run_config)
+        loggers = build_loggers(cfg.get("logger"), output_dir, run_config, group=sweep["group"])
+        losses = EpochLossHistory()
         callbacks = [
             instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
         ]
         trainer: L.Trainer = _instantiate(
-            cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks
+            cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, losses]
         )
-        trainer.fit(module, datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None)
-        summary = summarise(cfg, module, trainer, time.time() - started)
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        print(gain_line(summary), flush=True)
+        with _ddp_children_run_this_job(trainer):
+            trainer.fit(
+                module, datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
+            )
+        summary = summarise(cfg, module, trainer, time.time() - started, train_losses=losses.means)
+        summary["sweep"] = sweep
+        has_test = getattr(parts["datamodule"], "has_test_pairs", None)
+        if callable(has_test) and has_test():
+            # Real test pairs (data=pairs data.test_pairs): the best checkpoint scored once, after training.
+            best_ckpt = summary.get("best_checkpoint") or summary.get("last_checkpoint")
+            trainer.test(module, datamodule=parts["datamodule"], ckpt_path=best_ckpt, verbose=False)
+            summary["test"] = dict(module.test_results)
+        if trainer.is_global_zero:
+            summary.update(_evaluate_after_training(cfg, parts, module, trainer, summary, output_dir))
+            _log_evaluations(trainer, summary)
+            summary["wandb"] = wandb_run_info(loggers)
+            summary["wall_time_s"] = round(time.time() - started, 1)
+            _write_json(output_dir / "summary.json", summary)
+            print(gain_line(summary), flush=True)
         failed = False
         return summary
     finally:
         finish_wandb(failed)
 
 
-def summarise(cfg: DictConfig, module: Any, trainer: L.Trainer, wall_time: float) -> dict[str, Any]:
-    """The run's figures: the best validation epoch by the monitored metric, with its baseline."""
+class EpochLossHistory(Callback):
+    """The mean training loss of every epoch (``train/loss`` itself is logged per step), from the loss the
+    training step returns; ``means`` maps the epoch to it."""
+
+    def __init__(self) -> None:
+        self.means: dict[int, float] = {}
+        self._sum = 0.0
+        self._count = 0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._sum, self._count = 0.0, 0
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, Mapping) else outputs
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self._sum += float(loss.detach())
+            self._count += 1
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._count:
+            self.means[int(trainer.current_epoch)] = self._sum / self._count
+
+
+def _sweep() -> tuple[Path | None, int | None]:
+    """The sweep folder and job number when this job is part of a Hydra multirun, else ``(None, None)``."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return None, None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None, None
+    return Path(str(hydra_cfg.sweep.dir)).resolve(), int(hydra_cfg.job.num)
+
+
+def sweep_info(cfg: DictConfig) -> dict[str, Any]:
+    """``{"dir", "group", "job_num"}``: the multirun's folder, this job's number in it, and the group its
+    runs share on W&B (``logger.wandb.group`` when set, else the sweep folder's name; ``None`` outside a
+    multirun)."""
+    sweep_dir, job_num = _sweep()
+    explicit = OmegaConf.select(cfg, "logger.wandb.group", default=None)
+    group = str(explicit) if explicit else (sweep_dir.name if sweep_dir is not None else None)
+    return {"dir": str(sweep_dir) if sweep_dir is not None else None, "group": group, "job_num": job_num}
+
+
+@contextmanager
+def _ddp_children_run_this_job(trainer: L.Trainer) -> Iterator[None]:
+    """Make Lightning's DDP relaunch (``strategy=ddp``) start this job alone, in this job's folder.
+
+    Lightning starts ranks 1… by running the script again with ``sys.argv`` plus
+    ``hydra.run.dir=<HydraConfig run.dir>``. In a single run that is this run's folder. In a multirun
+    ``sys.argv`` holds ``-m`` and the whole grid, and ``run.dir`` is not the job's folder: every child
+    would start the sweep again. For the duration of ``fit`` the children are given this job's own
+    overrides (a single run) and its folder instead.
+    """
+    from hydra.core.hydra_config import HydraConfig
+
+    launcher = getattr(trainer.strategy, "launcher", None)
+    sweep_dir, _ = _sweep()
+    if sweep_dir is None or type(launcher).__name__ != "_SubprocessScriptLauncher":
+        yield
+        return
+    hydra_cfg = HydraConfig.instance().cfg  # the masked copy {"hydra": ...} the job sees
+    assert isinstance(hydra_cfg, DictConfig)
+    node = hydra_cfg.hydra
+    keep = ("hydra.searchpath", "hydra.job.config", "hydra.verbose", "hydra.job_logging", "hydra/job_logging")
+    hydra_overrides = [o for o in node.overrides.hydra if o.split("=", 1)[0].lstrip("+~").startswith(keep)]
+    saved_argv, saved_dir = list(sys.argv), str(node.run.dir)
+    with read_write(node.run):
+        node.run.dir = str(node.runtime.output_dir)
+    sys.argv = [sys.argv[0], *node.overrides.task, *hydra_overrides]
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        with read_write(node.run):
+            node.run.dir = saved_dir
+
+
+def _evaluate_after_training(
+    cfg: DictConfig,
+    parts: dict[str, Any],
+    module: Any,
+    trainer: L.Trainer,
+    summary: dict[str, Any],
+    output_dir: Path,
+) -> dict[str, Any]:
+    """``cross_eval`` and ``real_eval`` of the best (else last) checkpoint; the in-memory generator when
+    no checkpoint was written (``debug=fdr``)."""
+    test_crappifiers: dict[str, Any] = parts["test_crappifiers"]
+    _, real_pairs, real_overrides = crosseval.settings(cfg)
+    checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
+    out: dict[str, Any] = {"eval_checkpoint": checkpoint, "cross_eval": {}, "real_eval": {}}
+    if not test_crappifiers and not real_pairs:
+        return out
+    device = trainer.strategy.root_device
+    if checkpoint:
+        from psr.inference.checkpoint import load_checkpoint
+
+        net = load_checkpoint(checkpoint, device=device).net
+    else:
+        net = module.eval_net
+    if test_crappifiers:
+        for crappifier in test_crappifiers.values():
+            if isinstance(crappifier, torch.nn.Module):
+                crappifier.to(device)
+        batches = crosseval.validation_batches(parts["datamodule"].val_dataloader())
+        out["cross_eval"] = crosseval.score_degradations(
+            net,
+            batches,
+            test_crappifiers,
+            val_seed=int(cfg.module.get("val_seed", 12345)),
+            baseline_mode=str(cfg.module.get("baseline_mode", "bilinear")),
+            device=device,
+        )
+        for name, scores in out["cross_eval"].items():
+            log.info(
+                "cross_eval %s: PSNR %.2f dB (baseline %.2f dB), SSIM %.3f (baseline %.3f), %d patches",
+                name,
+                scores["psnr"],
+                scores["baseline_psnr"],
+                scores["ssim"],
+                scores["baseline_ssim"],
+                scores["n"],
+            )
+    if real_pairs:
+        if not checkpoint:
+            log.warning("cross_eval.real_pairs skipped: this run wrote no checkpoint to evaluate")
+        else:
+            out["real_eval"] = crosseval.real_pair_scores(
+                real_pairs, checkpoint, output_dir / "real_eval", real_overrides
+            )
+    return out
+
+
+def _log_evaluations(trainer: L.Trainer, summary: dict[str, Any]) -> None:
+    """Send the cross-evaluation figures to the run's loggers (W&B summary, a CSV row)."""
+    metrics = {
+        f"{kind}/{name}/{key}": float(value)
+        for kind in ("cross_eval", "real_eval")
+        for name, scores in (summary.get(kind) or {}).items()
+        for key, value in scores.items()
+    }
+    if not metrics:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()
+
+
+def _write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as JSON under a temporary name, then rename: never a half-written summary."""
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(json.dumps(value, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def summarise(
+    cfg: DictConfig,
+    module: Any,
+    trainer: L.Trainer,
+    wall_time: float,
+    train_losses: Mapping[int, float] | None = None,
+) -> dict[str, Any]:
+    """The run's figures: the best validation epoch by the monitored metric, with its baseline, and the
+    validation history (each epoch with its mean training loss, where ``train_losses`` has it)."""
     monitor = str(cfg.module.get("monitor", "val/psnr"))
     history: list[dict[str, float]] = list(module.history)
+    epochs: list[dict[str, Any]] = []
+    for entry in history:
+        row: dict[str, Any] = {**entry, "epoch": int(entry["epoch"]), "step": int(entry["step"])}
+        if train_losses and int(entry["epoch"]) in train_losses:
+            row["train/loss"] = float(train_losses[int(entry["epoch"])])
+        epochs.append(row)
     best = max(history, key=lambda h: h.get(monitor, float("-inf"))) if history else {}
     checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
     best_cb = next((cb for cb in checkpoints if cb.monitor == monitor), None)
@@ -224,6 +451,7 @@ def summarise(cfg: DictConfig, module: Any, trainer: L.Trainer, wall_time: float
         "last_checkpoint": (last_cb.best_model_path or None) if last_cb else None,
         "device": str(trainer.strategy.root_device),
         "torch": torch.__version__,
+        "history": epochs,
     }
 
 

@@ -47,6 +47,13 @@ def _write_pairs(folder: Path, n: int, low_size: int, scale: int, seed: int = 0)
     return low_dir, high_dir
 
 
+def _normalised(folder: Path, n: int) -> torch.Tensor:
+    """The ``f{i}.tif`` images of ``folder`` as ``(n, 1, Y, X)``, each normalised on its own."""
+    return torch.from_numpy(np.stack([_norm(tifffile.imread(folder / f"f{i}.tif")) for i in range(n)]))[
+        :, None
+    ]
+
+
 def test_val_batches_are_the_pairs_cut_into_aligned_crops(tmp_path: Path, clean_store: Path) -> None:
     low_dir, high_dir = _write_pairs(tmp_path, 2, 40, 2)
     dm = PairedDataModule(
@@ -157,20 +164,65 @@ def test_fit_validates_on_the_real_pairs(compose_cfg, tmp_path: Path, clean_stor
     summary = train(cfg)
     best = summary["best"]
     # By hand: each 32² pair is one crop, each image normalised on its own.
-    lows = torch.from_numpy(np.stack([_norm(tifffile.imread(low_dir / f"f{i}.tif")) for i in range(3)]))[
-        :, None
-    ]
-    highs = torch.from_numpy(np.stack([_norm(tifffile.imread(high_dir / f"f{i}.tif")) for i in range(3)]))[
-        :, None
-    ]
+    lows = _normalised(low_dir, 3)
+    highs = _normalised(high_dir, 3)
+
+    # Real pairs are scored after each image's least-squares affine fit to its target (CARE convention).
+    def fitted(x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for xi, ti in zip(x.double().numpy(), highs.double().numpy(), strict=True):
+            a, b = np.polyfit(xi.ravel(), ti.ravel(), 1)
+            out.append(a * xi + b)
+        return torch.from_numpy(np.stack(out)).float()
+
     # The baseline is the real low image itself (scale 1): not a crappified clean patch.
-    assert best["val/baseline_psnr"] == pytest.approx(float(psnr(lows, highs).mean()), abs=1e-3)
+    assert best["val/baseline_psnr"] == pytest.approx(float(psnr(fitted(lows), highs).mean()), abs=1e-3)
+    assert best["val/baseline_psnr"] > float(psnr(lows, highs).mean())  # the fit can only help
     net = instantiate(cfg.model)
     state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
     net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
     with torch.no_grad():
         pred = net.eval()(lows)
-    assert best["val/psnr"] == pytest.approx(float(psnr(pred, highs).mean()), abs=1e-3)
+    assert best["val/psnr"] == pytest.approx(float(psnr(fitted(pred), highs).mean()), abs=1e-3)
+    assert "test" not in summary  # no test pairs configured: no test pass
+
+
+def test_test_pairs_score_the_best_checkpoint_after_training(
+    compose_cfg, tmp_path: Path, clean_store: Path
+) -> None:  # noqa: ANN001
+    from psr.tasks.train import train
+
+    low_dir, high_dir = _write_pairs(tmp_path / "val", 2, 32, 1, seed=5)
+    test_low, test_high = _write_pairs(tmp_path / "test", 2, 32, 1, seed=9)
+    pairs = [f"data.val_pairs.low={low_dir}", f"data.val_pairs.high={high_dir}"]
+    cfg = compose_cfg(
+        "data=pairs",
+        f"data.path={clean_store}",
+        *pairs,
+        f"data.test_pairs.low={test_low}",
+        f"data.test_pairs.high={test_high}",
+        "data.patch_size=32",
+        "data.num_workers=0",
+        "scale=1",
+        "trainer.max_epochs=1",
+    )
+    summary = train(cfg)
+    test = summary["test"]
+    # Scored like validation, on the test pairs, by the best checkpoint: recomputed by hand.
+    lows = _normalised(test_low, 2)
+    highs = _normalised(test_high, 2)
+    net = instantiate(cfg.model)
+    state = torch.load(summary["best_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    net.load_state_dict({k[len("net.") :]: v for k, v in state.items() if k.startswith("net.")})
+    with torch.no_grad():
+        pred = net.eval()(lows)
+    from psr.modules.restoration import affine_fit
+
+    assert test["test/psnr"] == pytest.approx(float(psnr(affine_fit(pred, highs), highs).mean()), abs=1e-3)
+    assert test["test/baseline_psnr"] == pytest.approx(
+        float(psnr(affine_fit(lows, highs), highs).mean()), abs=1e-3
+    )
+    assert test["test/psnr"] != pytest.approx(summary["best"]["val/psnr"], abs=1e-6)  # other images
 
 
 @pytest.mark.realdata

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -376,3 +378,68 @@ def test_malformed_manifest_is_one_clear_error(tmp_path) -> None:  # noqa: ANN00
         ValueError, match=r"psr\.manifest\.images\.a\.split is 'holdout'; expected one of train"
     ):
         ZarrDataModule(str(store), patch_size=16).setup()
+
+
+def test_image_files_are_ingested_once_into_the_cache(tmp_path: Path) -> None:
+    """data.path may name TIFF files directly: they are converted to OME-Zarr once and reused."""
+    import tifffile
+
+    from psr.data.zarr import ZarrDataModule
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "tiffs"
+    folder.mkdir()
+    images = [rng.integers(0, 4000, (80, 96), dtype=np.uint16) for _ in range(3)]
+    for i, image in enumerate(images):
+        tifffile.imwrite(folder / f"cell_{i}.tif", image)
+    cache = tmp_path / "cache"
+    kwargs = dict(patch_size=32, batch_size=2, samples_per_epoch=4, val_samples=2, cache_dir=str(cache))
+    dm = ZarrDataModule(path=str(folder), val_fraction=0.0, **kwargs)
+    dm.setup("fit")
+    stores = sorted(cache.glob("ingest-*.ome.zarr"))
+    assert len(stores) == 1 and dm.path == str(stores[0])
+    assert sorted(int(np.prod(s.ref.shape)) for s in dm.train_sources) == [80 * 96] * 3
+    values = {tuple(np.asarray(s.ref.open()[:]).ravel()[:5]) for s in dm.train_sources}
+    assert values == {tuple(im.ravel()[:5]) for im in images}
+    mtime = stores[0].stat().st_mtime_ns
+    again = ZarrDataModule(path=str(folder), val_fraction=0.0, **kwargs)
+    again.setup("fit")  # the next run: the same store, not rewritten
+    assert again.path == dm.path and stores[0].stat().st_mtime_ns == mtime
+    tifffile.imwrite(folder / "cell_3.tif", images[0])  # a new file: a new store with it
+    grown = ZarrDataModule(path=str(folder), val_fraction=0.0, **kwargs)
+    grown.setup("fit")
+    assert grown.path != dm.path and len(grown.train_sources) == 4
+
+
+def test_inline_manifest_sets_the_splits(tmp_path: Path) -> None:
+    import tifffile
+
+    from psr.data.zarr import ZarrDataModule
+
+    rng = np.random.default_rng(1)
+    for split, n in (("train", 2), ("val", 1)):
+        (tmp_path / split).mkdir()
+        for i in range(n):
+            tifffile.imwrite(
+                tmp_path / split / f"{split}{i}.tif", rng.integers(0, 255, (64, 64), dtype=np.uint8)
+            )
+    manifest = {
+        "images": [
+            {"path": str(tmp_path / "train" / "*.tif"), "split": "train"},
+            {"path": str(tmp_path / "val" / "*.tif"), "split": "val"},
+        ]
+    }
+    dm = ZarrDataModule(
+        path=None, manifest=manifest, patch_size=32, val_samples=2, cache_dir=str(tmp_path / "cache")
+    )
+    dm.setup("fit")
+    assert sorted(s.ref.image_path for s in dm.train_sources) == ["train0", "train1"]
+    assert [s.ref.image_path for s in dm.val_sources] == ["val0"]
+
+
+def test_missing_image_glob_is_one_clear_error(tmp_path: Path) -> None:
+    from psr.data.zarr import ZarrDataModule
+
+    dm = ZarrDataModule(path=str(tmp_path / "nothing_*.tif"), patch_size=32, cache_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="nothing_"):
+        dm.setup("fit")

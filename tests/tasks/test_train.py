@@ -112,6 +112,12 @@ def test_run_writes_summary_checkpoints_and_panels(compose_cfg, tmp_path: Path) 
     assert ckpt["psr_config"]["model"]["_target_"] == "psr.models.rcan.RCAN"
     assert ckpt["psr_config"]["scale"] == 4
     assert Path(summary["last_checkpoint"]).is_file()
+    # The validation history, each epoch with its mean training loss; no sweep, no cross-evaluation.
+    assert [(h["epoch"], h["step"]) for h in summary["history"]] == [(0, 2), (1, 4)]
+    assert all(np.isfinite(h["train/loss"]) and np.isfinite(h["val/loss"]) for h in summary["history"])
+    assert summary["best"] in [{k: v for k, v in h.items() if k != "train/loss"} for h in summary["history"]]
+    assert summary["sweep"] == {"dir": None, "group": None, "job_num": None}
+    assert summary["cross_eval"] == {} and summary["real_eval"] == {}
 
 
 def test_resume_continues_the_step_count(compose_cfg, tmp_path: Path) -> None:  # noqa: ANN001
