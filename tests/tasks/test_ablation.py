@@ -232,3 +232,32 @@ def test_plugin_crappifiers_and_real_pairs(compose_cfg, tmp_path: Path, monkeypa
     }
     on_disk = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert on_disk["real_eval"] == json.loads(json.dumps(summary["real_eval"]))
+
+
+def test_the_report_of_the_ablation_holds_its_numbers(ablation_sweep: Path, tmp_path: Path) -> None:
+    """The acceptance path: the ablation's sweep folder → scripts/report.py's HTML → the same numbers as the
+    runs' summary.json files (rendered in headless Chromium when it is installed)."""
+    from psr.reporting.dashboard import ablation, collect_runs, write_report
+    from tests.reporting.test_dashboard import CHROMIUM, _render
+
+    summaries = [json.loads(p.read_text()) for p in sorted(ablation_sweep.glob("*/summary.json"))]
+    assert len(summaries) == len(CRAPPIFIERS) * len(MODELS)
+    runs = collect_runs(ablation_sweep)
+    for metric in ("psnr", "ssim"):
+        matrix = ablation(runs, metric)
+        for s in summaries:
+            for test, scores in s["cross_eval"].items():
+                cell = matrix.cells[(s["model"], s["crappifier"], f"synthetic:{test}")]
+                assert cell.mean == pytest.approx(scores[metric], abs=1e-9)
+    page = write_report(ablation_sweep)
+    if CHROMIUM is None:
+        pytest.skip("chromium is not installed: the matrix was checked, the rendering is not")
+    dom, errors = _render(page, tmp_path)
+    assert errors == []
+    cells = [c for c in dom.cells if c["data-metric"] == "psnr" and c["data-role"] == "model"]
+    assert len(cells) == len(MODELS) * len(CRAPPIFIERS) * len(CRAPPIFIERS)
+    by_key = {
+        (s["model"], s["crappifier"], t): v["psnr"] for s in summaries for t, v in s["cross_eval"].items()
+    }
+    for cell in cells:
+        assert cell["text"] == f"{by_key[(cell['data-model'], cell['data-train'], cell['data-test'])]:.2f}"
