@@ -260,7 +260,17 @@ class OpticalPSF(Crappifier):
             planes = _airy_intensity(2 * np.pi * self.na * r / self.wavelength)[None]
         else:
             zs = (np.arange(z_planes) - z_planes // 2) * z_step
-            planes = np.stack([_born_wolf(r, np.full_like(r, z), self.na, self.wavelength, n) for z in zs])
+            # The PSF is radially symmetric: evaluate the integral on a fine 1-D grid of radii (0.25 of
+            # the sub-pixel step) and interpolate, instead of at every one of the (size·5)² grid points.
+            radii = np.arange(0.0, r.max() + self.pixel_size / sub, self.pixel_size / sub / 4)
+            planes = np.stack(
+                [
+                    np.interp(
+                        r, radii, _born_wolf(radii, np.full_like(radii, z), self.na, self.wavelength, n)
+                    )
+                    for z in zs
+                ]
+            )
         if self.mode == "confocal":
             planes = planes**2
         binned = planes.reshape(planes.shape[0], size, sub, size, sub).mean(axis=(2, 4))

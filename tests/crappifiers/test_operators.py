@@ -346,3 +346,19 @@ def test_convolution_of_3d_batches_with_2d_and_3d_kernels() -> None:
     assert np.allclose(
         convolve(x, k3)[0, 0].numpy(), ndimage.correlate(x[0, 0].numpy(), k3.numpy(), mode="mirror")
     )
+
+
+def test_born_wolf_kernel_equals_the_integral_at_every_sub_pixel() -> None:
+    """The radial-profile shortcut gives the kernel of the integral evaluated at every sub-pixel point."""
+    from psr.crappifiers.optics import _born_wolf
+
+    psf = OpticalPSF(na=1.4, wavelength=520.0, pixel_size=20.0, model="born_wolf", z_planes=3, z_step=300)
+    kernel = psf.kernel.numpy()
+    size, sub = kernel.shape[-1], 5
+    coords = (np.arange(size * sub) - (size * sub - 1) / 2) / sub * 20.0
+    yy, xx = np.meshgrid(coords, coords, indexing="ij")
+    r = np.hypot(yy, xx)
+    planes = np.stack([_born_wolf(r, np.full_like(r, z), 1.4, 520.0, 1.518) for z in (-300.0, 0.0, 300.0)])
+    direct = planes.reshape(3, size, sub, size, sub).mean(axis=(2, 4))
+    direct /= direct.sum()
+    np.testing.assert_allclose(kernel, direct, atol=1e-4 * direct.max())
