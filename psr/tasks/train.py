@@ -442,7 +442,8 @@ def summarise(
         "monitor": monitor,
         "best": best,
         "gain_db": (best["val/psnr"] - best["val/baseline_psnr"]) if best else None,
-        "baseline": str(cfg.module.get("baseline_mode", "bilinear")),
+        # At scale 1 the interpolation baseline is the input itself (the noisy image, for denoising).
+        "baseline": str(cfg.module.get("baseline_mode", "bilinear")) if int(cfg.scale) > 1 else "identity",
         "steps": int(trainer.global_step),
         "epochs": int(trainer.current_epoch),
         "wall_time_s": round(wall_time, 1),

@@ -185,6 +185,7 @@ def test_fit_validates_on_the_real_pairs(compose_cfg, tmp_path: Path, clean_stor
         pred = net.eval()(lows)
     assert best["val/psnr"] == pytest.approx(float(psnr(fitted(pred), highs).mean()), abs=1e-3)
     assert "test" not in summary  # no test pairs configured: no test pass
+    assert summary["baseline"] == "identity"  # scale 1: the baseline is the real low image itself
 
 
 def test_test_pairs_score_the_best_checkpoint_after_training(
