@@ -28,7 +28,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -133,9 +132,9 @@ def stop_failure(stop: BaseException) -> str:
 
 def write_results(path: Path, results: dict[str, Any]) -> None:
     """Write the study's summary as YAML under a temporary name, then rename it into place."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    OmegaConf.save(OmegaConf.create(results), tmp)
-    os.replace(tmp, path)
+    from psr.atomic import write_atomic
+
+    write_atomic(path, OmegaConf.to_yaml(OmegaConf.create(results)))
 
 
 class PsrOptunaSweeperImpl(OptunaSweeperImpl):

@@ -39,7 +39,6 @@ from __future__ import annotations
 import copy
 import functools
 import math
-import os
 import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +49,7 @@ import numpy as np
 import torch
 import yaml
 
+from psr.atomic import write_atomic
 from psr.crappifiers.base import Crappifier
 from psr.data.pairs import (
     ChannelChoice,
@@ -653,14 +653,7 @@ def write_preset(path: Path, tree: Tree, header: Sequence[str]) -> Path:
     text = dump_preset(tree, header)
     if yaml.safe_load(text) != tree:  # a round trip guards against a representer surprise
         raise FitError(f"the fitted preset for {path} does not survive a YAML round trip")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomic(path, text)
 
 
 __all__ = [

@@ -1314,6 +1314,11 @@ def _write_store(output: Path, the_plan: IngestPlan, levels: int, progress: bool
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # zarr warns that consolidated metadata is not in the v3 spec yet
             zarr.consolidate_metadata(str(tmp))
+        if output.exists() and recorded_fingerprint(output) == the_plan.fingerprint:
+            # Another process (a parallel job of a sweep) finished the same store meanwhile: keep theirs, which
+            # its readers may already be using, rather than swapping it under them.
+            shutil.rmtree(tmp, ignore_errors=True)
+            return written
         trash = None
         if output.exists() or output.is_symlink():
             trash = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
@@ -1322,10 +1327,8 @@ def _write_store(output: Path, the_plan: IngestPlan, levels: int, progress: bool
             os.replace(tmp, output)
         except OSError:
             if trash is not None:
-                os.replace(trash, output)
-            if not output.exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)  # another process finished the same store first
+                os.replace(trash, output)  # the previous store is back; this write did not happen
+            raise
         if trash is not None:
             if trash.is_dir() and not trash.is_symlink():
                 shutil.rmtree(trash, ignore_errors=True)

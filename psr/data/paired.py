@@ -273,6 +273,11 @@ class PairedDataModule(ZarrDataModule):
         planes, _ = read_planes(image, channel, self.spatial_dims, self.in_channels)
         return normalise_image(planes, self.percentiles, _label(image))
 
+    @property
+    def clean_validation(self) -> bool:
+        """Validation yields real pairs, never clean patches."""
+        return False
+
     def has_test_pairs(self) -> bool:
         """Whether real test pairs are configured (``data.test_pairs``) or listed by the store's manifest."""
         if self.test_crops is None:

@@ -580,6 +580,11 @@ class ZarrDataModule(L.LightningDataModule):
         src = (self.train_sources or self.val_sources)[0]
         return len(src.channels) * self.frames
 
+    @property
+    def clean_validation(self) -> bool:
+        """Whether validation yields clean patches (degraded on the device), known after ``setup``."""
+        return bool(self.val_sources)
+
     def _prepare_source(self, ref: ImageRef) -> PatchSource:
         if any(s == 0 for s in ref.shape):
             raise ValueError(f"image {ref.name} is empty (shape {ref.shape}); expected pixels on every axis")

@@ -16,6 +16,7 @@ from torch import nn
 
 from psr.crappifiers.base import Crappifier
 from psr.metrics import psnr, ssim
+from psr.metrics.care import fit_affine
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -23,17 +24,15 @@ Batch = torch.Tensor | dict[str, torch.Tensor]
 
 
 # Per-image sums accumulated over a validation epoch (then divided by the image count).
+VAL_SEED_STRIDE = 100_003
+
+
+def val_seed_for(val_seed: int, batch_index: int) -> int:
+    """The degradation seed of validation batch ``batch_index``: fixed, so every epoch sees the same pairs."""
+    return val_seed * VAL_SEED_STRIDE + batch_index
+
+
 VAL_KEYS = ("loss", "psnr", "ssim", "baseline_psnr", "baseline_ssim")
-
-
-def affine_fit(x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``a·x + b`` with ``a, b`` per image and channel minimising the squared error to ``target`` (B, C, ...)."""
-    dims = tuple(range(2, x.dim()))
-    xm, tm = x.mean(dims, keepdim=True), target.mean(dims, keepdim=True)
-    cov = ((x - xm) * (target - tm)).mean(dims, keepdim=True)
-    var = (x - xm).square().mean(dims, keepdim=True)
-    a = cov / var.clamp_min(1e-12)
-    return a * (x - xm) + tm
 
 
 def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
@@ -176,7 +175,7 @@ class RestorationModule(L.LightningModule):
                 self.on_fit_start()
             assert self._train_generator is not None
             return self.degrade(batch, self._train_generator)
-        gen = self._generator(self.val_seed * 100_003 + self._val_batches)
+        gen = self._generator(val_seed_for(self.val_seed, self._val_batches))
         self._val_batches += 1
         return self.degrade(batch, gen)
 
@@ -218,7 +217,7 @@ class RestorationModule(L.LightningModule):
         if "real" in batch:
             # Real pairs were rescaled per image by their publishers: score each restoration (and the
             # baseline) after its least-squares affine fit to the target (the CARE convention).
-            scored, scored_baseline = affine_fit(pred, target), affine_fit(baseline, target)
+            scored, scored_baseline = fit_affine(pred, target).float(), fit_affine(baseline, target).float()
         values = {  # the keys of VAL_KEYS
             "loss": loss.detach() * target.shape[0],
             "psnr": psnr(scored, target).sum(),

@@ -18,15 +18,15 @@ import html
 import io
 import json
 import math
-import os
 import re
 import statistics
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from psr.atomic import write_atomic
 
 METRICS = ("psnr", "ssim")
 _SYNTHETIC, _REAL = "synthetic", "real"
@@ -566,23 +566,7 @@ def write_report(
         path = path / "report.html"
     shown = root.resolve().name if root.is_absolute() or root == Path(".") else root.as_posix()
     page = build_report(runs, skipped, title=f"psr sweep {shown}", panel_size=panel_size)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".html.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; a report is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    return write_atomic(path, page)
 
 
 _TEMPLATE = """<!DOCTYPE html>

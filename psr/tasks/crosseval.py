@@ -1,12 +1,12 @@
 """Cross-degradation evaluation: a generator trained on one degradation, tested on others and on real pairs.
 
-After training, :func:`run_cross_eval` scores the run's best (else last) generator on every degradation
+After training, ``psr.tasks.train`` scores the run's best (else last) generator on every degradation
 named in ``cross_eval.crappifiers`` — the cross matrix of a degradation ablation (trained on A, tested on
 B). Each test degradation is a crappifier preset composed by name (``conf/crappifier/<name>.yaml``, or an
 installed ``psr.crappifiers`` plugin) with the run's ``${scale}``; the run's own choice uses the run's own
 crappifier config, command-line tweaks included. Every test degradation sees the same clean held-out
 validation patches (the datamodule's ``val_dataloader``), degraded with the seeds validation uses
-(:func:`validation_seed`), and is scored like validation: per-image PSNR and SSIM with the target's own
+(:func:`psr.modules.restoration.val_seed_for`), and is scored like validation: per-image PSNR and SSIM with the target's own
 max − min as the data range, for the model and the interpolation baseline. The entry of the run's own
 degradation therefore reproduces the validation metrics of the epoch the checkpoint was saved at.
 
@@ -38,8 +38,6 @@ log = logging.getLogger(__name__)
 CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
 """The project's config tree (``conf/``): crappifier presets and the evaluation's real pair sets."""
 
-SEED_STRIDE = 100_003
-"""Validation batch ``i`` is degraded with seed ``val_seed * SEED_STRIDE + i`` (as ``RestorationModule``)."""
 
 Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 Scores = dict[str, float | int]
@@ -167,11 +165,6 @@ def build_test_crappifiers(
 
 
 # --- scoring --------------------------------------------------------------------------------------
-def validation_seed(val_seed: int, batch_index: int) -> int:
-    """The seed of validation batch ``batch_index``: the pairs validation itself scores."""
-    return val_seed * SEED_STRIDE + batch_index
-
-
 def score_degradations(
     net: nn.Module,
     batches: Sequence[torch.Tensor],
@@ -183,12 +176,12 @@ def score_degradations(
     """Score ``net`` and the ``baseline_mode`` interpolation on ``batches`` degraded by each crappifier.
 
     ``batches`` are clean patches ``(B, C, [Z,] Y, X)``; batch ``i`` is degraded with a generator on
-    ``device`` seeded by :func:`validation_seed`. The target is the centre ``out_channels`` of the clean
+    ``device`` seeded by :func:`psr.modules.restoration.val_seed_for`. The target is the centre ``out_channels`` of the clean
     patch (multi-frame input). Returns, per crappifier name, the mean over patches of PSNR and SSIM
     (per image, the target's max − min as the data range) of the model and of the baseline, and ``n``.
     """
     from psr.metrics import psnr
-    from psr.modules.restoration import _ssim_per_image, centre_channels, upsample_to
+    from psr.modules.restoration import _ssim_per_image, centre_channels, upsample_to, val_seed_for
 
     device = torch.device(device)
     out_channels = getattr(net, "out_channels", None)
@@ -201,7 +194,7 @@ def score_degradations(
             count = 0
             for i, clean in enumerate(batches):
                 clean = clean.to(device).float()
-                generator = torch.Generator(device=device).manual_seed(validation_seed(val_seed, i))
+                generator = torch.Generator(device=device).manual_seed(val_seed_for(val_seed, i))
                 with torch.no_grad():
                     low = crappifier(clean, generator).float()
                     target = centre_channels(clean, int(out_channels or clean.shape[1]))

@@ -5,9 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Mapping
@@ -23,6 +21,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
+from psr.atomic import write_atomic
 from psr.tasks import crosseval
 from psr.tasks.errors import ConfigError
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
@@ -120,6 +119,11 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data: {err}") from err
+    if test_crappifiers and not getattr(datamodule, "clean_validation", True):
+        raise ConfigError(
+            f"cross_eval.crappifiers={list(test_crappifiers)} degrades clean validation patches, but data="
+            f"{_choice(cfg, 'data')} has none (real pairs, or data.val_fraction=0); set cross_eval.crappifiers=[]"
+        )
     in_channels = getattr(net, "in_channels", None)
     if in_channels is not None and datamodule.in_channels != in_channels:
         raise ConfigError(
@@ -324,7 +328,9 @@ def _ddp_children_run_this_job(trainer: L.Trainer) -> Iterator[None]:
     saved_argv, saved_dir = list(sys.argv), str(node.run.dir)
     with read_write(node.run):
         node.run.dir = str(node.runtime.output_dir)
-    sys.argv = [sys.argv[0], *node.overrides.task, *hydra_overrides]
+    # hydra.mode=RUN: a job of a sweep config that sets MULTIRUN itself (hparams_search=optuna) must not
+    # start the sweep again in every child rank.
+    sys.argv = [sys.argv[0], *node.overrides.task, *hydra_overrides, "hydra.mode=RUN"]
     try:
         yield
     finally:
@@ -406,10 +412,7 @@ def _log_evaluations(trainer: L.Trainer, summary: dict[str, Any]) -> None:
 
 def _write_json(path: Path, value: Any) -> None:
     """Write ``value`` as JSON under a temporary name, then rename: never a half-written summary."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(value, indent=2) + "\n")
 
 
 def summarise(

@@ -533,3 +533,27 @@ def test_real_w2s_tiffs(tmp_path: Path) -> None:
     refs = discover_images(out.path)
     assert len(refs) == 6 and all(r.shape == (512, 512) and r.dtype == "uint8" for r in refs)
     np.testing.assert_array_equal(refs[0].open()[...], tifffile.imread(folder / "001_0.tif"))
+
+
+def test_a_store_finished_meanwhile_by_another_job_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two parallel jobs ingesting the same sources: the one that finishes second keeps the first one's store
+    (its readers may already be using it) instead of swapping it out."""
+    from psr.data import ingest as ingest_module
+
+    src = tmp_path / "a.tif"
+    tifffile.imwrite(src, RNG.integers(0, 255, (32, 32), dtype=np.uint8))
+    out = tmp_path / "cache" / "ingest.ome.zarr"
+    real_write = ingest_module._write_store
+
+    def other_job_finishes_first(output: Path, the_plan: Any, *args: Any) -> int:
+        real_write(output, the_plan, *args)  # the other job, done while this one was writing
+        (output / "other-job").write_text("x")
+        return real_write(output, the_plan, *args)
+
+    monkeypatch.setattr(ingest_module, "_write_store", other_job_finishes_first)
+    result = ingest_module.ingest([str(src)], out, overwrite=True)
+    assert not result.up_to_date
+    assert (out / "other-job").exists()  # the other job's store is still the one in place
+    assert not list(out.parent.glob(".*tmp-*")) and not list(out.parent.glob(".*old-*"))

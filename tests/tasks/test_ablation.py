@@ -261,3 +261,11 @@ def test_the_report_of_the_ablation_holds_its_numbers(ablation_sweep: Path, tmp_
     }
     for cell in cells:
         assert cell["text"] == f"{by_key[(cell['data-model'], cell['data-train'], cell['data-test'])]:.2f}"
+
+
+def test_cross_eval_without_clean_validation_fails_before_training(compose_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    """data.val_fraction=0 leaves no clean validation patch to degrade: one error before any step."""
+    cfg = compose_cfg("cross_eval.crappifiers=[poisson]", "data.val_fraction=0", "logger=none")
+    with pytest.raises(ConfigError, match=r"degrades clean validation patches, but data=demo has none"):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
