@@ -9,10 +9,10 @@ suited to patch reads and zstd compression. The root attributes carry a dataset 
                   "pairs": [{"low": "<name>", "high": "<name>", "scale": 1, "split": "val"}]},
      "ingest": {"fingerprint": "<sha256>", "options": {...}}}
 
-Conversion is chunked: TIFF pixels are read one chunk row at a time (memory-mapped rows of uncompressed
-TIFFs, or the strips / tiles of compressed ones through tifffile's zarr store), so memory is bounded by a
+Conversion is chunked: TIFF pixels are read one chunk row at a time (rows of uncompressed
+TIFFs read with pread, or the strips / tiles of compressed ones through tifffile's zarr store), so memory is bounded by a
 chunk row, never by the image. PNG / JPEG files are decoded whole (those formats cannot be read in parts).
-Everything is validated before any pixel is written, NaN / Inf while writing; the store is written under a
+Metadata is validated before any pixel is written, pixels (NaN / Inf, corrupt strips) while writing; the store is written under a
 temporary name beside the output and renamed when complete.
 """
 
@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 INGEST_VERSION = 1
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test")
-ROLES = ("clean", "low", "high")
 TIFF_SUFFIXES = (".tif", ".tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 OUTPUT_AXES = "tczyx"
@@ -580,7 +579,7 @@ def _tiff_opener(
 ) -> Callable[[], contextlib.AbstractContextManager[BlockReader]]:
     @contextlib.contextmanager
     def open_tiff() -> Iterator[BlockReader]:
-        if offset is not None:  # uncompressed, contiguous: memory-mapped rows
+        if offset is not None:  # uncompressed, contiguous: rows read with pread
             yield _ContiguousReader(path, offset, shape, dtype)
             return
         import tifffile

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -511,6 +512,11 @@ class ZarrDataModule(L.LightningDataModule):
         cache_dir: str | None = None,
     ) -> None:
         super().__init__()
+        if path is not None and manifest is not None:
+            raise ValueError(
+                "data.path and data.manifest are both set: name the images once, either as data.path (stores,"
+                " files, folders, globs) or in data.manifest (with splits and pairs), and set the other to null"
+            )
         if path is None and manifest is None:
             raise ValueError(
                 "data.path is not set: expected zarr stores, image files, folders or globs (or data.manifest)"
@@ -678,7 +684,7 @@ class ZarrDataModule(L.LightningDataModule):
                 f"data.path mixes zarr stores and image files ({sources[0]}); ingest the files first"
                 " (scripts/ingest.py) or list only one kind"
             )
-        from psr.data.ingest import ensure_ingested, manifest_from_mapping
+        from psr.data.ingest import IngestError, ensure_ingested, manifest_from_mapping
 
         manifest: Any = self.manifest
         if isinstance(manifest, Mapping):
@@ -686,7 +692,15 @@ class ZarrDataModule(L.LightningDataModule):
         cache = self.cache_dir or os.path.join(os.path.expanduser("~"), ".cache", "psr")
         # Images without a split in a manifest: the datamodule splits them (data.val_fraction), not the ingest.
         options = {"val_fraction": 0.0, **self.ingest}
-        store = ensure_ingested(sources, cache, manifest=manifest, **options)
+        try:
+            store = ensure_ingested(sources, cache, manifest=manifest, **options)
+        except IngestError as err:
+            # The ingest speaks of its command-line flags; here the user set config keys.
+            def key(match: re.Match[str]) -> str:
+                name = match.group(1).replace("-", "_")
+                return "data.manifest" if name == "manifest" else f"data.ingest.{name}"
+
+            raise ValueError(re.sub(r"--([a-z][a-z-]*)", key, str(err))) from err
         self.path = str(store)
         self._ingested = True
 

@@ -443,3 +443,27 @@ def test_missing_image_glob_is_one_clear_error(tmp_path: Path) -> None:
     dm = ZarrDataModule(path=str(tmp_path / "nothing_*.tif"), patch_size=32, cache_dir=str(tmp_path))
     with pytest.raises(ValueError, match="nothing_"):
         dm.setup("fit")
+
+
+def test_path_and_manifest_name_the_images_once(compose_cfg, tmp_path: Path) -> None:  # noqa: ANN001
+    from psr.tasks.errors import ConfigError
+    from psr.tasks.train import build
+
+    with pytest.raises(ConfigError, match=r"data\.path is not set"):
+        build(compose_cfg("data=zarr"))
+    with pytest.raises(ConfigError, match=r"data\.path and data\.manifest are both set"):
+        build(compose_cfg("data=zarr", f"data.path={tmp_path}", "+data.manifest.images=[a.tif]"))
+
+
+def test_ingest_errors_name_the_config_keys(tmp_path: Path) -> None:
+    import tifffile
+
+    from psr.data.zarr import ZarrDataModule
+
+    tifffile.imwrite(tmp_path / "a.tif", np.zeros((64, 64), np.uint8) + np.arange(64, dtype=np.uint8))
+    dm = ZarrDataModule(
+        path=str(tmp_path / "a.tif"), ingest={"pixel_size": -1.0}, cache_dir=str(tmp_path / "c")
+    )
+    with pytest.raises(ValueError, match=r"data\.ingest\.pixel_size") as err:
+        dm.setup("fit")
+    assert "--pixel-size" not in str(err.value)
