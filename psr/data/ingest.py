@@ -39,14 +39,13 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
+from psr.data.omezarr import MANIFEST_VERSION, SPLITS
 from psr.tasks.errors import ConfigError
 
 if TYPE_CHECKING:
     from psr.data.omezarr import ImageRef
 
 INGEST_VERSION = 1
-MANIFEST_VERSION = 1
-SPLITS = ("train", "val", "test")
 TIFF_SUFFIXES = (".tif", ".tiff")
 RASTER_SUFFIXES = (".png", ".jpg", ".jpeg")
 OUTPUT_AXES = "tczyx"

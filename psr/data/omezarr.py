@@ -22,7 +22,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from ome_zarr.writer import write_image
 
 AXES_ORDER = "tczyx"
 MANIFEST_VERSION = 1
@@ -391,6 +390,8 @@ def write_ome_zarr_collection(
     never leaves a store that looks finished. Each image gets a 2-level pyramid for viewers (napari,
     Fiji via its OME-Zarr reader); training reads level 0.
     """
+    from ome_zarr.writer import write_image  # imported here: it pulls in dask (~3 s)
+
     path = Path(path)
     if path.exists():
         raise FileExistsError(f"{path} already exists")
