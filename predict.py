@@ -1,5 +1,7 @@
 """Restore an image of any size with a trained model, tile by tile:
-``python predict.py ckpt=outputs/runs/.../best.ckpt input=image.tif output=restored.ome.zarr``."""
+``python predict.py ckpt=outputs/runs/.../best.ckpt input=image.tif output=restored.ome.zarr``; or every
+image that appears in a folder, as it appears:
+``python predict.py ckpt=... input=incoming/ output=restored/ watch=true``."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ It runs on the CPU in one process, with whatever threading NumPy/SciPy use by de
 calls). Because it is per image anyway, only ``--ref-images`` images are timed and the rate is
 scaled to megapixels per second.
 
-Timing: ``torch.set_num_threads(os.cpu_count())``, one warm-up call each, then the best of
+Timing: ``torch.set_num_threads(os.cpu_count())`` (or ``--threads``), one warm-up call each, then the best of
 ``--repeats`` calls (``time.perf_counter``; CUDA is synchronised around each call). The clean input is
 uniform noise in [0, 1) (the cost of Poisson sampling depends on the intensities, so results on sparse
 fluorescence images may differ somewhat). ``--check`` instead runs each preset once on a flat 0.5 image
@@ -36,7 +36,7 @@ intensities agree within 5 % (relative): a guard against the reference doing dif
 Usage::
 
     .venv/bin/python scripts/bench_crappifiers.py [--batch 32] [--size 512] [--repeats 3]
-        [--ref-images 8] [--presets a,b,c] [--device cpu|cuda] [--scale 4] [--check]
+        [--ref-images 8] [--presets a,b,c] [--device cpu|cuda] [--scale 4] [--threads N] [--check]
 """
 
 from __future__ import annotations
@@ -418,6 +418,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scale", type=int, default=4, help="the super-resolution factor (default 4)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the input and of both generators")
     parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch intra-op threads (default 0: one per logical CPU; 1 is steadier on a shared machine)",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="sanity check (shapes, means on a flat 0.5 image) instead of timing",
@@ -428,6 +434,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     unknown = sorted(set(args.presets) - set(available))
     if unknown:
         parser.error(f"unknown presets {unknown}; available: {', '.join(available)}")
+    if args.threads < 0:
+        parser.error("--threads must be >= 0 (0: one per logical CPU)")
     if min(args.batch, args.size, args.repeats, args.ref_images, args.scale) < 1:
         parser.error("--batch, --size, --repeats, --ref-images and --scale must be >= 1")
     if args.size % args.scale:
@@ -439,7 +447,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     sync: Callable[[], None] = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     n_ref = min(args.ref_images, args.batch)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -46,6 +47,16 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("psr-cache")
 
 
+def _overrides_data(experiment: str) -> bool:
+    """Whether ``conf/experiment/<experiment>.yaml``, or an experiment its defaults list includes, replaces
+    the data group (then the tiny demo settings do not apply)."""
+    text = (CONF / "experiment" / f"{experiment}.yaml").read_text()
+    if "override /data" in text:
+        return True
+    included = re.findall(r"^\s*-\s*([A-Za-z0-9_]+)\s*$", text, flags=re.MULTILINE)
+    return any((CONF / "experiment" / f"{name}.yaml").exists() and _overrides_data(name) for name in included)
+
+
 @pytest.fixture
 def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., object]]:
     """Compose ``conf/train.yaml`` like the entry point does, with the run folder in ``tmp_path``."""
@@ -58,9 +69,7 @@ def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., objec
         GlobalHydra.instance().clear()
         base = TINY if tiny else []
         if any(o.startswith("data=") and o != "data=demo" for o in overrides) or any(
-            o.startswith("experiment=")
-            and "override /data" in (CONF / "experiment" / f"{o.split('=', 1)[1]}.yaml").read_text()
-            for o in overrides
+            o.startswith("experiment=") and _overrides_data(o.split("=", 1)[1]) for o in overrides
         ):
             base = [o for o in base if not o.startswith(("data.n_images", "data.image_size"))]
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):

@@ -446,6 +446,9 @@ DEFAULT_BOUNDS: dict[str, dict[str, tuple[float, float, bool]]] = {
     "LocalVarianceNoise": {"k": (1e-4, 2.0, True)},
     "GaussianBlur": {"sigma": (0.0, 3.0, False)},
     "SaltPepper": {"salt": (0.0, 0.02, False), "pepper": (0.0, 0.02, False)},
+    # Before a PoissonNoise step a constant offset is a pedestal: the per-pair affine fit removes its mean,
+    # what remains is its shot noise (the signal-independent variance of a background below the zero).
+    "Background": {"offset": (0.0, 0.5, False)},
 }
 
 

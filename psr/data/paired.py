@@ -70,22 +70,23 @@ class PairCrops(Dataset[dict[str, torch.Tensor]]):
         }
 
 
-def normalise_image(planes: np.ndarray, percentiles: tuple[float, float], source: str) -> np.ndarray:
-    """``(N, C, *S)`` planes of one image mapped per channel so its low/high percentiles become 0 and 1
-    (estimated on a strided subsample of about ``STATS_SUBSAMPLE`` values per channel)."""
-    out = np.empty(planes.shape, dtype=np.float32)
-    for c in range(planes.shape[1]):
-        values = planes[:, c]
-        step = max(1, math.ceil(values.size / STATS_SUBSAMPLE))
-        sample = values.reshape(-1)[::step].astype(np.float64)
-        low, high = np.percentile(sample, percentiles)
-        if high <= low:
-            raise PairError(
-                f"image {source} channel {c} has no dynamic range (percentiles {list(percentiles)} are both"
-                f" {low:g}); expected an image with signal"
-            )
-        out[:, c] = (values - np.float32(low)) / np.float32(high - low)
-    return out
+def normalise_image(
+    planes: np.ndarray, percentiles: tuple[float, float], source: str, smoothing: float = 0.0
+) -> np.ndarray:
+    """``(N, C, *S)`` planes of one image mapped per channel so its low/high percentiles become 0 and 1;
+    the percentiles are those of a copy smoothed by ``smoothing`` px (``psr.data.normalise``), estimated
+    on about ``STATS_SUBSAMPLE`` values per channel (every k-th plane when there are many)."""
+    from psr.data.normalise import NormalisationError, apply_range, frame_range
+
+    per_plane = math.prod(planes.shape[2:])
+    step = max(1, math.ceil(planes.shape[0] * per_plane / STATS_SUBSAMPLE))
+    # (C, N', *S): the sampled planes, channels first, so the smoothing stays within each plane
+    sample = np.moveaxis(planes[::step], 1, 0)
+    try:
+        low, high = frame_range(sample, percentiles, smoothing, f"image {source}")
+    except NormalisationError as err:
+        raise PairError(str(err)) from err
+    return np.moveaxis(apply_range(np.moveaxis(planes, 1, 0), low, high), 0, 1)
 
 
 class PairedDataModule(ZarrDataModule):
@@ -253,7 +254,7 @@ class PairedDataModule(ZarrDataModule):
             offset += count
             if not mine.size:
                 continue
-            low = self._read(pair.low, channel)
+            low = self._read(pair.low, channel, self.input_smoothing)  # a raw frame, as predict normalises it
             high = self._read(pair.high, channel)
             for j in mine:
                 plane, corner = divmod(int(j), len(corners))
@@ -269,9 +270,9 @@ class PairedDataModule(ZarrDataModule):
         """The high crop matching the low crop at ``start`` (low-image pixels)."""
         return tuple(slice(s * f, s * f + p) for s, f, p in zip(start, factors, self.patch, strict=True))
 
-    def _read(self, image: ImageFile, channel: Any) -> np.ndarray:
+    def _read(self, image: ImageFile, channel: Any, smoothing: float = 0.0) -> np.ndarray:
         planes, _ = read_planes(image, channel, self.spatial_dims, self.in_channels)
-        return normalise_image(planes, self.percentiles, _label(image))
+        return normalise_image(planes, self.percentiles, _label(image), smoothing)
 
     @property
     def clean_validation(self) -> bool:
@@ -286,7 +287,9 @@ class PairedDataModule(ZarrDataModule):
 
     # --- loaders -------------------------------------------------------------------------------
     def _pair_loader(self, crops: PairCrops) -> DataLoader[dict[str, torch.Tensor]]:
-        return DataLoader(crops, batch_size=self.batch_size, shuffle=False, num_workers=0)
+        return DataLoader(
+            crops, batch_size=self.batch_size, shuffle=False, num_workers=0, pin_memory=self.pin_memory
+        )
 
     def val_dataloader(self) -> DataLoader[Any]:
         if self.val_crops is None:

@@ -24,6 +24,7 @@ import zarr
 from scipy.ndimage import uniform_filter
 from torch.utils.data import DataLoader, Dataset
 
+from psr.data.normalise import check_range, smooth_planes
 from psr.data.omezarr import (
     ImageRef,
     Manifest,
@@ -124,19 +125,34 @@ def _to_channels_first(
     return block
 
 
-def _strided_sample(ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...]) -> np.ndarray:
+def _strided_sample(
+    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], smoothing: float = 0.0
+) -> np.ndarray:
     """About ``STATS_SUBSAMPLE`` values per channel, every ``stride``-th pixel along the spatial axes:
-    ``(C, N)`` float64. Raises ``ValueError`` naming the image when the sample holds NaN or Inf."""
+    ``(C, N)`` float64, each sampled Y/X plane smoothed by a Gaussian of ``smoothing`` pixels first
+    (``psr.data.normalise``: as raw inputs are at inference). Raises ``ValueError`` naming the image when
+    the sample holds NaN or Inf."""
     arr = ref.open()
     n_channels = ref.shape[channel_axis] if channel_axis is not None else 1
     per_channel = max(1, int(np.prod(ref.shape)) // n_channels)
     stride = max(1, int(np.ceil((per_channel / STATS_SUBSAMPLE) ** (1 / len(spatial)))))
     index = tuple(slice(None, None, stride) if i in spatial else slice(None) for i in range(len(ref.shape)))
     sample = np.asarray(arr[index])
-    if channel_axis is not None:
-        sample = np.moveaxis(sample, channel_axis, 0).reshape(n_channels, -1)
-    else:
-        sample = sample.reshape(1, -1)
+    # (C, other axes…, *spatial): the last two axes are Y and X
+    first = [channel_axis] if channel_axis is not None else []
+    order = first + [i for i in range(sample.ndim) if i not in spatial and i != channel_axis] + list(spatial)
+    sample = np.transpose(sample, order)
+    if channel_axis is None:
+        sample = sample[None]
+    if smoothing > 0:
+        if not np.isfinite(sample).all():
+            _finite_sample(ref, sample.reshape(n_channels, -1).astype(np.float64))  # names the image
+        sample = smooth_planes(sample, smoothing)
+    sample = sample.reshape(n_channels, -1)
+    return _finite_sample(ref, sample)
+
+
+def _finite_sample(ref: ImageRef, sample: np.ndarray) -> np.ndarray:
     sample = sample.astype(np.float64, copy=False)
     finite = np.isfinite(sample)
     if not finite.any():
@@ -152,23 +168,22 @@ def _strided_sample(ref: ImageRef, channel_axis: int | None, spatial: tuple[int,
 def _check_range(
     name: str, low: np.ndarray, high: np.ndarray, percentiles: Sequence[float], channels: Sequence[int]
 ) -> None:
-    flat = np.nonzero(high <= low)[0]
-    if flat.size:
-        c = int(flat[0])
-        raise ValueError(
-            f"image {name} channel {channels[c]} has no dynamic range (percentiles {list(percentiles)} are both"
-            f" {low[c]:g}); expected an image with signal"
-        )
+    check_range(low, high, percentiles, f"image {name}", channels)
 
 
 def image_statistics(
-    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], percentiles: tuple[float, float]
+    ref: ImageRef,
+    channel_axis: int | None,
+    spatial: tuple[int, ...],
+    percentiles: tuple[float, float],
+    smoothing: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel low/high percentiles of an image from a strided subsample.
+    """Per-channel low/high percentiles of an image from a strided subsample (smoothed by ``smoothing``
+    px first).
 
     Raises ``ValueError`` naming the image when it is empty, holds NaN or Inf, or has no dynamic range.
     """
-    sample = _strided_sample(ref, channel_axis, spatial)
+    sample = _strided_sample(ref, channel_axis, spatial, smoothing)
     low = np.percentile(sample, percentiles[0], axis=1)
     high = np.percentile(sample, percentiles[1], axis=1)
     _check_range(ref.name, low, high, percentiles, range(len(low)))
@@ -194,11 +209,16 @@ class PercentileTable:
 
 
 def percentile_table(
-    ref: ImageRef, channel_axis: int | None, spatial: tuple[int, ...], extra: Sequence[float] = ()
+    ref: ImageRef,
+    channel_axis: int | None,
+    spatial: tuple[int, ...],
+    extra: Sequence[float] = (),
+    smoothing: float = 0.0,
 ) -> tuple[PercentileTable, int]:
-    """The image's percentiles at ``PERCENTILE_GRID`` plus ``extra`` from a strided subsample, and the
-    subsample's size per channel. Reads pixels (the only function of this module that does for stats)."""
-    sample = _strided_sample(ref, channel_axis, spatial)
+    """The image's percentiles at ``PERCENTILE_GRID`` plus ``extra`` from a strided subsample (smoothed by
+    ``smoothing`` px), and the subsample's size per channel. Reads pixels (the only function of this module
+    that does for stats)."""
+    sample = _strided_sample(ref, channel_axis, spatial, smoothing)
     grid = np.array(sorted(set(PERCENTILE_GRID) | {float(q) for q in extra}), dtype=np.float64)
     values = np.percentile(sample, grid, axis=1).T  # (C, G)
     return PercentileTable(grid, np.ascontiguousarray(values)), int(sample.shape[1])
@@ -214,7 +234,9 @@ def _stats_location(ref: ImageRef) -> tuple[str, str]:
     return ref.array_path, ""
 
 
-def load_statistics(ref: ImageRef, required: Sequence[float]) -> PercentileTable | None:
+def load_statistics(
+    ref: ImageRef, required: Sequence[float], smoothing: float = 0.0
+) -> PercentileTable | None:
     """The statistics stored with ``ref`` (``attrs["psr"]["stats"]``), or ``None`` when they are missing,
     from another psr version, for another shape or dtype, or lack a ``required`` percentile. Reads no
     pixels."""
@@ -232,6 +254,7 @@ def load_statistics(ref: ImageRef, required: Sequence[float]) -> PercentileTable
         "shape": list(ref.shape),
         "dtype": ref.dtype,
         "max_subsample": STATS_SUBSAMPLE,
+        "smoothing": float(smoothing),
     }
     if any(record.get(key) != value for key, value in expected.items()):
         return None
@@ -258,7 +281,7 @@ def _open_for_update(ref: ImageRef, node_path: str) -> Any:
     return zarr.open_group(root, path=node_path, mode="r+", use_consolidated=False)
 
 
-def save_statistics(ref: ImageRef, table: PercentileTable, subsample: int) -> bool:
+def save_statistics(ref: ImageRef, table: PercentileTable, subsample: int, smoothing: float = 0.0) -> bool:
     """Store ``table`` in ``ref``'s attributes for the next run; ``False`` (and a log line) when the
     store is remote or cannot be written. Other ``psr`` attributes are kept."""
     if ref.remote:
@@ -271,6 +294,7 @@ def save_statistics(ref: ImageRef, table: PercentileTable, subsample: int) -> bo
         "dtype": ref.dtype,
         "max_subsample": STATS_SUBSAMPLE,
         "subsample": subsample,
+        "smoothing": float(smoothing),
         "percentiles": table.grid.tolist(),
         "values": table.values.tolist(),
     }
@@ -293,16 +317,18 @@ def cached_statistics(
     spatial: tuple[int, ...],
     required: Sequence[float],
     cache: bool = True,
+    smoothing: float = 0.0,
 ) -> PercentileTable:
-    """The image's percentile table: from its attributes when they are current, else computed from a
-    subsample (``percentile_table``) and, with ``cache``, stored for the next run."""
+    """The image's percentile table (of its planes smoothed by ``smoothing`` px): from its attributes when
+    they are current, else computed from a subsample (``percentile_table``) and, with ``cache``, stored for
+    the next run."""
     if cache:
-        table = load_statistics(ref, required)
+        table = load_statistics(ref, required, smoothing)
         if table is not None:
             return table
-    table, subsample = percentile_table(ref, channel_axis, spatial, required)
+    table, subsample = percentile_table(ref, channel_axis, spatial, required, smoothing)
     if cache:
-        save_statistics(ref, table, subsample)
+        save_statistics(ref, table, subsample, smoothing)
     return table
 
 
@@ -495,9 +521,12 @@ class ZarrDataModule(L.LightningDataModule):
         val_samples: int = 128,
         val_fraction: float = 0.2,
         percentiles: Sequence[float] = (1.0, 99.8),
+        input_smoothing: float = 0.0,
         augment: bool = True,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | None = 0,
+        pin_memory: bool | None = False,
+        persistent_workers: bool | None = None,
+        prefetch_factor: int | None = None,
         seed: int = 0,
         frames: int = 1,
         frame_axis: str = "t",
@@ -563,9 +592,18 @@ class ZarrDataModule(L.LightningDataModule):
         self.val_samples = val_samples
         self.val_fraction = val_fraction
         self.percentiles = (low, high)
+        if not 0.0 <= float(input_smoothing) <= 8.0:
+            raise ValueError(
+                f"data.input_smoothing must be a Gaussian sigma in [0, 8] pixels, got {input_smoothing}"
+            )
+        self.input_smoothing = float(input_smoothing)
         self.augment = augment
-        self.num_workers = num_workers
-        self.pin_memory = pin_memory
+        # Loader settings; None: 0 workers, no pinning, workers kept alive when there are any, and
+        # torch's prefetch depth (the training task picks them from the machine for data.*: null).
+        self.num_workers = int(num_workers or 0)
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
         self.seed = seed
         self.frames = frames
         self.frame_axis = frame_axis
@@ -623,7 +661,9 @@ class ZarrDataModule(L.LightningDataModule):
                 raise ValueError(
                     f"image {ref.name} has {len(channels)} channels; multi-frame patches take one: set data.channels=[k]"
                 )
-        table = cached_statistics(ref, channel_axis, spatial, self.percentiles, self.cache_statistics)
+        table = cached_statistics(
+            ref, channel_axis, spatial, self.percentiles, self.cache_statistics, self.input_smoothing
+        )
         if table.values.shape[0] != n_channels:
             raise ValueError(
                 f"image {ref.name} has {n_channels} channels but its stored statistics have"
@@ -785,7 +825,8 @@ class ZarrDataModule(L.LightningDataModule):
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            persistent_workers=self.num_workers > 0 and self.persistent_workers is not False,
+            prefetch_factor=self.prefetch_factor if self.num_workers > 0 else None,
             drop_last=shuffle,
         )
 

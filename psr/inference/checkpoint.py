@@ -49,6 +49,12 @@ class LoadedModel:
         low, high = (self.config.get("data") or {}).get("percentiles", (1.0, 99.8))
         return float(low), float(high)
 
+    @property
+    def input_smoothing(self) -> float:
+        """σ (pixels) of the Gaussian applied before a raw input's percentiles are taken
+        (``data.input_smoothing``, ``psr.data.normalise``); 0 for checkpoints that predate it."""
+        return float((self.config.get("data") or {}).get("input_smoothing", 0.0))
+
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a psr checkpoint dictionary (weights only), with one clear error for anything else."""

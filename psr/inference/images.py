@@ -329,6 +329,17 @@ class Layout:
         kept = sorted(a for a in range(len(self.shape)) if a not in self.fixed and a not in self.planes)
         return self._channels_first(block, kept)
 
+    def read_strided_planes(self, data: Any, step: int) -> np.ndarray:
+        """Every plane, every ``step``-th pixel along the spatial axes: ``(C, *planes, *spatial)``."""
+        block = np.asarray(data[self._index(None, [slice(None, None, step)] * len(self.spatial))])
+        kept = sorted(a for a in range(len(self.shape)) if a not in self.fixed)
+        order = ([self.channel_axis] if self.channel_axis is not None else []) + list(self.planes)
+        order += list(self.spatial)
+        block = np.transpose(block, [kept.index(a) for a in order])
+        if self.channel_axis is None:
+            return block[None]
+        return block[list(self.channels)]
+
     def read_strided(self, data: Any, step: int) -> np.ndarray:
         """Every plane, every ``step``-th pixel along the spatial axes: ``(C, N)`` samples per channel."""
         block = np.asarray(data[self._index(None, [slice(None, None, step)] * len(self.spatial))])
@@ -415,30 +426,24 @@ def plan_layout(
 
 
 def input_statistics(
-    image: InputImage, layout: Layout, percentiles: tuple[float, float]
+    image: InputImage, layout: Layout, percentiles: tuple[float, float], smoothing: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel low/high percentiles ``(C,)`` of the whole input from a strided subsample.
 
-    The same estimate training uses (``psr.data.zarr.image_statistics``): about ``STATS_SUBSAMPLE``
-    values per channel, every ``step``-th pixel along the spatial axes, over all planes. Raises
-    ``PredictionError`` for NaN/Inf or a channel without dynamic range.
+    About ``STATS_SUBSAMPLE`` values per channel, every ``step``-th pixel along the spatial axes, over all
+    planes; each sampled plane smoothed by a Gaussian of ``smoothing`` pixels first (the checkpoint's
+    ``data.input_smoothing``: ``psr.data.normalise.frame_range``, as evaluation and real-pair validation
+    normalise raw frames). Raises ``PredictionError`` for NaN/Inf or a channel without dynamic range.
     """
+    from psr.data.normalise import NormalisationError, frame_range
+
     per_channel = math.prod(layout.shape[a] for a in range(len(layout.shape)) if a != layout.channel_axis)
     step = max(1, math.ceil((per_channel / STATS_SUBSAMPLE) ** (1 / len(layout.spatial))))
-    sample = layout.read_strided(image.data, step).astype(np.float64, copy=False)
-    finite = np.isfinite(sample)
-    if not finite.all():
-        raise PredictionError(
-            f"input {image.name} holds {int((~finite).sum())} NaN/Inf values in a subsample; expected finite"
-            " intensities"
-        )
-    low = np.percentile(sample, percentiles[0], axis=1)
-    high = np.percentile(sample, percentiles[1], axis=1)
-    flat = np.nonzero(high <= low)[0]
-    if flat.size:
-        c = int(flat[0])
-        raise PredictionError(
-            f"input {image.name} channel {layout.channels[c]} has no dynamic range (its {percentiles[0]:g} and"
-            f" {percentiles[1]:g} percentiles are both {low[c]:g}); expected an image with signal"
-        )
+    sample = layout.read_strided_planes(image.data, step)
+    if not np.issubdtype(sample.dtype, np.floating):
+        sample = sample.astype(np.float32)
+    try:
+        low, high = frame_range(sample, percentiles, smoothing, f"input {image.name}", layout.channels)
+    except NormalisationError as err:
+        raise PredictionError(str(err)) from err
     return low.astype(np.float32), high.astype(np.float32)

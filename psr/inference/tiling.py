@@ -174,6 +174,43 @@ def blend_window(
     return outer(axis_windows(region, shape, overlap, kind, factors))
 
 
+def window_key(region: Region, shape: Sequence[int]) -> tuple[tuple[bool, bool], ...]:
+    """Which sides of a tile are shared with a neighbour, per axis: all a tile's window depends on in a
+    grid of equal tiles (so a grid has at most ``3 ** ndim`` distinct windows)."""
+    return tuple((s.start > 0, s.stop < int(n)) for s, n in zip(region, shape, strict=True))
+
+
+class WindowCache:
+    """The windows of the tiles of one grid (``blend_window``), each computed once per ``window_key``.
+
+    Windows are kept while they take at most ``max_bytes`` together (large 3D tiles: computed per call).
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        overlap: int | Sequence[int],
+        kind: str = "cosine",
+        factors: Sequence[int] | None = None,
+        max_bytes: int = 256 << 20,
+    ) -> None:
+        self.shape, self.overlap, self.kind = tuple(int(n) for n in shape), overlap, kind
+        self.factors = tuple(factors) if factors is not None else (1,) * len(self.shape)
+        self.max_bytes = max_bytes
+        self.cache: dict[tuple[tuple[bool, bool], ...], np.ndarray] = {}
+        self.bytes = 0
+
+    def __call__(self, region: Region) -> np.ndarray:
+        key = window_key(region, self.shape)
+        window = self.cache.get(key)
+        if window is None:
+            window = blend_window(region, self.shape, self.overlap, self.kind, self.factors)
+            if self.bytes + window.nbytes <= self.max_bytes:
+                self.cache[key] = window
+                self.bytes += window.nbytes
+        return window
+
+
 def accumulate(
     total: Accumulator,
     region: Region,

@@ -89,7 +89,22 @@ class OutputGeometry:
 class Sink(Protocol):
     def write(self, plane: Mapping[str, int], region: Region, values: np.ndarray) -> None: ...
 
+    def write_plane(self, plane: Mapping[str, int], values: np.ndarray) -> None: ...
+
     def close(self) -> None: ...
+
+
+def _whole(geometry: OutputGeometry) -> Region:
+    return tuple(slice(0, n) for n in geometry.spatial_shape)
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write a C-contiguous array's bytes at ``offset``, without a copy, however large (``pwrite`` may
+    write less than asked)."""
+    view = np.ascontiguousarray(data).reshape(-1).view(np.uint8).data
+    while view.nbytes:
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 class OmeZarrSink:
@@ -128,6 +143,10 @@ class OmeZarrSink:
         self.array[self.geometry.index(plane, region)] = values.reshape(
             self._block_shape(values.shape[0], region)
         )
+
+    def write_plane(self, plane: Mapping[str, int], values: np.ndarray) -> None:
+        """A whole plane ``(C, *spatial)`` in one call: zarr compresses and stores its chunks concurrently."""
+        self.write(plane, _whole(self.geometry), values)
 
     def _block_shape(self, channels: int, region: Region) -> tuple[int, ...]:
         spatial = dict(zip(self.geometry.spatial, region, strict=True))
@@ -194,10 +213,14 @@ class TiffSink:
                 start[a] = i + (spatial[a].start if a in spatial else 0)
             block = data[idx]
             if full_rows:  # whole rows are one contiguous run of bytes
-                os.pwrite(self.fd, block.tobytes(), self._offset(start))
+                _pwrite_all(self.fd, block, self._offset(start))
                 continue
             for row in range(block.shape[0]):
-                os.pwrite(self.fd, block[row].tobytes(), self._offset({**start, "y": y.start + row}))
+                _pwrite_all(self.fd, block[row], self._offset({**start, "y": y.start + row}))
+
+    def write_plane(self, plane: Mapping[str, int], values: np.ndarray) -> None:
+        """A whole plane ``(C, *spatial)``: one contiguous write per channel (and z)."""
+        self.write(plane, _whole(self.geometry), values)
 
     def _offset(self, start: Mapping[str, int]) -> int:
         return self.offset + sum(

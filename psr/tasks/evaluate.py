@@ -4,10 +4,12 @@
 (input, ground truth) pairs — ``data=crappified``: the checkpoint's own validation images degraded by its
 own crappifier with a fixed seed; ``data=pairs``: real low/high acquisitions (``psr.data.pairs``) — runs
 the model on whole images (in overlapping tiles when they are large) and scores the prediction and the
-baselines (identity for denoising; nearest, bilinear and bicubic upsampling for super-resolution) with
-the CARE convention and FRC (``psr.metrics.scores``). It writes ``metrics.csv`` (one row per image and
-method), ``summary.json``, one PNG figure per image under ``figures/``, logs the table to W&B, and returns
-the summary. Every output is written under a temporary name and renamed when complete.
+baselines (for denoising: identity and the classical denoisers of ``psr.inference.classical`` — a
+Gaussian filter whose width is chosen on the evaluated set, non-local means, BM3D; for super-resolution:
+nearest, bilinear and bicubic upsampling) with the CARE convention and FRC (``psr.metrics.scores``). It
+writes ``metrics.csv`` (one row per image and method), ``summary.json``, one PNG figure per image under
+``figures/``, logs the table to W&B, and returns the summary. Every output is written under a temporary
+name and renamed when complete.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ from psr.data.pairs import (
     plane_layout,
     read_planes,
 )
+from psr.inference import classical as classical_denoisers
 from psr.inference.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from psr.metrics.frc import checkerboard_frc, frc_curve
 from psr.metrics.scores import restoration_scores
@@ -113,8 +116,9 @@ def _load(cfg: DictConfig, device: torch.device) -> LoadedModel:
 
 
 # --- data: crappified validation images ------------------------------------------------------------
-def _crappified_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Iterator[EvalItem]]:
-    """The checkpoint's validation images, degraded by its crappifier (seed ``crappified.seed + k``)."""
+def _crappified_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Callable[[], Iterator[EvalItem]]]:
+    """The checkpoint's validation images, degraded by its crappifier (seed ``crappified.seed + k``): their
+    count and a function that yields them (each call anew, identically)."""
     from psr.data.zarr import ZarrDataModule
     from psr.modules.restoration import centre_channels
 
@@ -171,7 +175,7 @@ def _crappified_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Iterato
                 source=src.ref.name,
             )
 
-    return len(planes), items()
+    return len(planes), items
 
 
 def _read_validation_plane(
@@ -215,8 +219,11 @@ def _plain(value: Any) -> Any:
     return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
 
 
-def _pair_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Iterator[EvalItem], list[str]]:
-    """Real pairs, checked against each other and the model's scale before anything runs."""
+def _pair_items(
+    cfg: DictConfig, model: LoadedModel
+) -> tuple[int, Callable[[], Iterator[EvalItem]], list[str]]:
+    """Real pairs, checked against each other and the model's scale before anything runs: their count, a
+    function that yields them (each call anew) and the names without a twin."""
     low_spec = _get(cfg, "pairs.low")
     high_spec = _get(cfg, "pairs.high")
     settings = cfg.pairs
@@ -255,13 +262,17 @@ def _pair_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Iterator[Eval
             )
         total += n_lo
     low_pct = model.percentiles
+    override = cfg.get("input_smoothing")  # null: the checkpoint's data.input_smoothing
+    smoothing = float(override) if override is not None else model.input_smoothing
 
     def items() -> Iterator[EvalItem]:
         for name, lo, hi in pairs:
             low_planes, labels = read_planes(lo, channel, dims, model.in_channels)
             high_planes, _ = read_planes(hi, channel, dims, model.out_channels)
             for k, label in enumerate(labels):
-                low = _normalise(low_planes[k], low_pct, f"{lo.path}{f' [{label}]' if label else ''}")
+                low = _normalise(
+                    low_planes[k], low_pct, f"{lo.path}{f' [{label}]' if label else ''}", smoothing
+                )
                 _normalise(high_planes[k], (0.1, 99.9), f"{hi.path}{f' [{label}]' if label else ''}")
                 yield EvalItem(
                     name=f"{name}[{label}]" if label else name,
@@ -271,18 +282,20 @@ def _pair_items(cfg: DictConfig, model: LoadedModel) -> tuple[int, Iterator[Eval
                     source=f"{lo.path} | {hi.path}",
                 )
 
-    return total, items(), unmatched
+    return total, items, unmatched
 
 
-def _normalise(plane: np.ndarray, percentiles: tuple[float, float], source: str) -> np.ndarray:
-    """``(C, *S)`` mapped per channel so the low/high percentiles become 0 and 1 (the training inputs'
-    normalisation); an image without dynamic range is an error naming it."""
-    flat = plane.reshape(plane.shape[0], -1).astype(np.float64)
-    low, high = np.percentile(flat, percentiles, axis=1)
-    if np.any(high <= low):
-        raise PairError(f"image {source} has no dynamic range (its {percentiles} percentiles are equal)")
-    shape = (-1,) + (1,) * (plane.ndim - 1)
-    return ((plane - low.reshape(shape)) / (high - low).reshape(shape)).astype(np.float32)
+def _normalise(
+    plane: np.ndarray, percentiles: tuple[float, float], source: str, smoothing: float = 0.0
+) -> np.ndarray:
+    """``(C, *S)`` mapped per channel so the low/high percentiles (of a copy smoothed by ``smoothing`` px,
+    ``psr.data.normalise``) become 0 and 1; an image without dynamic range is an error naming it."""
+    from psr.data.normalise import NormalisationError, normalise_frame
+
+    try:
+        return normalise_frame(plane, percentiles, smoothing, f"image {source}")
+    except NormalisationError as err:
+        raise PairError(str(err)) from err
 
 
 # --- running the model ------------------------------------------------------------------------------
@@ -304,22 +317,30 @@ def predict_image(
     overlap: int,
     batch_size: int,
     device: torch.device,
+    tta: bool = False,
 ) -> torch.Tensor:
     """``net`` on a whole image ``(1, C, *S)`` → ``(1, out_channels, *S·scale)`` float32 on the CPU.
 
     Images larger than ``tile`` along Y or X run in tiles of at most ``tile`` pixels (as few as can cover
     the image, equally sized) overlapping by ``overlap`` (Z, for 3D models, stays whole), ``batch_size``
     tiles per forward pass, blended with the windows of ``psr.inference.tiling`` (tile borders are
-    outweighed by the neighbouring tile's interior).
+    outweighed by the neighbouring tile's interior). With ``tta`` every forward pass is the mean over the 8
+    flips and rotations in Y/X (``psr.inference.predict.infer``, bf16 autocast on CUDA).
     """
+    from psr.inference.predict import infer
     from psr.inference.tiling import stitch, tile_grid
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if tta:
+            return infer(net, x, tta=True)
+        with torch.no_grad():
+            return net(x).float()
 
     spatial = tuple(int(n) for n in low.shape[2:])
     factors = (1,) * (len(spatial) - 2) + (scale, scale)
     out_shape = (1, out_channels, *(n * f for n, f in zip(spatial, factors, strict=True)))
     if tile is None or max(spatial[-2:]) <= tile:
-        with torch.no_grad():
-            return net(low.to(device)).float().cpu().reshape(out_shape)
+        return forward(low.to(device)).cpu().reshape(out_shape)
     tiles = (*spatial[:-2], *(_balanced_tile(n, tile, overlap) for n in spatial[-2:]))
     overlaps = (0,) * (len(spatial) - 2) + (overlap, overlap)
     regions = tile_grid(spatial, tiles, overlaps)
@@ -328,8 +349,7 @@ def predict_image(
         for i in range(0, len(regions), batch_size):
             chunk = regions[i : i + batch_size]
             batch = torch.cat([low[(slice(None), slice(None), *region)] for region in chunk]).to(device)
-            with torch.no_grad():
-                pred = net(batch).float().cpu().numpy()
+            pred = forward(batch).cpu().numpy()
             yield from zip(chunk, pred, strict=True)
 
     stitched = stitch(pieces(), spatial, overlaps, factors=factors)
@@ -337,15 +357,35 @@ def predict_image(
 
 
 def baselines(
-    low: torch.Tensor, out_channels: int, size: tuple[int, ...], scale: int
+    low: torch.Tensor,
+    out_channels: int,
+    size: tuple[int, ...],
+    scale: int,
+    classical: Sequence[str] = (),
+    gaussian_sigma: float | None = None,
+    timings: dict[str, float] | None = None,
+    classical_noise: str = "vst",
 ) -> dict[str, torch.Tensor]:
-    """What the model must beat: the input itself for denoising, interpolation for super-resolution."""
+    """What the model must beat: for denoising the input itself and the ``classical`` denoisers
+    (``psr.inference.classical``: gaussian with ``gaussian_sigma`` px, nlm and bm3d for the noise model
+    ``classical_noise``) on it; for
+    super-resolution nearest, bilinear and bicubic upsampling. ``low`` is ``(1, C_in, *S)``; every
+    baseline ``(1, out_channels, *size)``. The seconds each classical denoiser took are added to ``timings``.
+    """
     from psr.modules.restoration import centre_channels, upsample_to
 
     shown = centre_channels(low.float(), out_channels)
-    if scale == 1:
-        return {"identity": shown}
-    return {mode: upsample_to(shown, size, mode) for mode in ("nearest", "bilinear", "bicubic")}
+    if scale != 1:
+        return {mode: upsample_to(shown, size, mode) for mode in ("nearest", "bilinear", "bicubic")}
+    out = {"identity": shown}
+    plane = shown[0].numpy()
+    for method in classical:
+        started = time.perf_counter()
+        denoised = classical_denoisers.denoise(method, plane, gaussian_sigma, classical_noise)
+        out[method] = torch.from_numpy(denoised)[None]
+        if timings is not None:
+            timings[method] = timings.get(method, 0.0) + time.perf_counter() - started
+    return out
 
 
 # --- outputs ----------------------------------------------------------------------------------------
@@ -375,9 +415,10 @@ def _figure(
     scale: int,
     window: Any,
     inset_fraction: float,
+    labels: dict[str, str] | None = None,
 ) -> None:
     truth = _view(gt[0])
-    titles = {"identity": "input (identity)", "nearest": "input (nearest)"}
+    titles = {"identity": "input (identity)", "nearest": "input (nearest)", **(labels or {})}
     panels = []
     for i, method in enumerate(methods):
         s = scores[method]
@@ -497,12 +538,91 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(str(err)) from err
 
 
+def _classical_settings(cfg: DictConfig, scale: int) -> tuple[list[str], list[float]]:
+    """``classical`` and ``gaussian_sigmas`` checked: known names, positive widths, bm3d installed.
+
+    Classical denoisers are baselines for denoising models only: at ``scale`` > 1 none runs.
+    """
+    chosen = _plain(cfg.get("classical")) or []
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    names = [str(m) for m in chosen]
+    unknown = [m for m in names if m not in classical_denoisers.METHODS]
+    if unknown:
+        raise ConfigError(
+            f"classical={names}: {', '.join(unknown)} is not a classical denoiser; expected a list of"
+            f" {', '.join(classical_denoisers.METHODS)} (or [] for none)"
+        )
+    names = list(dict.fromkeys(names))
+    if scale != 1:
+        if names:
+            log.info("classical baselines are for denoising models; scale %d gets interpolation", scale)
+        return [], []
+    sigmas: list[float] = []
+    if "gaussian" in names:
+        raw = _plain(cfg.get("gaussian_sigmas")) or []
+        try:
+            sigmas = sorted({float(v) for v in (raw if isinstance(raw, list | tuple) else [raw])})
+        except (TypeError, ValueError) as err:
+            raise ConfigError(f"gaussian_sigmas={raw} is not a list of numbers") from err
+        if not sigmas or sigmas[0] <= 0:
+            raise ConfigError(
+                f"gaussian_sigmas={raw}: the Gaussian baseline needs a non-empty list of positive widths (px)"
+            )
+    noise = str(cfg.get("classical_noise", "vst"))
+    if noise not in classical_denoisers.NOISE_MODELS:
+        raise ConfigError(
+            f"classical_noise={noise} is not a noise model; expected one of"
+            f" {', '.join(classical_denoisers.NOISE_MODELS)}"
+        )
+    if "bm3d" in names and not classical_denoisers.bm3d_available():
+        raise ConfigError(
+            f"classical={names}: {classical_denoisers.BM3D_MISSING}, or leave bm3d out of classical"
+        )
+    return names, sigmas
+
+
+def _choose_gaussian_sigma(
+    items: Callable[[], Iterator[EvalItem]],
+    out_channels: int,
+    sigmas: list[float],
+    percentiles: tuple[float, float],
+    mode: str,
+) -> tuple[float, dict[float, float]]:
+    """A first, cheap pass over the set: the Gaussian width of ``sigmas`` with the best mean CARE PSNR."""
+    from psr.modules.restoration import centre_channels
+
+    seen = 0
+    done = False
+
+    def pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        nonlocal seen, done
+        for item in items():  # a bad image (NaN, no dynamic range) stops the run here, with its error
+            seen += 1
+            yield centre_channels(item.low.float(), out_channels)[0].numpy(), item.high[0].numpy()
+        done = True
+
+    try:
+        sigma, means = classical_denoisers.select_gaussian_sigma(pairs(), sigmas, percentiles)
+    except ValueError as err:
+        if done and not seen:  # the set is empty: the one error the selection itself raises here
+            raise ConfigError(f"data={mode}: no image to evaluate") from err
+        raise
+    log.info(
+        "gaussian baseline: sigma %.2f px chosen on the set (mean PSNR %.2f dB over %s)",
+        sigma,
+        means[sigma],
+        ", ".join(f"{s:g}" for s in sigmas),
+    )
+    return sigma, means
+
+
 def _run(
     cfg: DictConfig,
     model: LoadedModel,
     mode: str,
     count: int,
-    items: Iterator[EvalItem],
+    items: Callable[[], Iterator[EvalItem]],
     unmatched: list[str],
     output_dir: Path,
     device: torch.device,
@@ -524,12 +644,23 @@ def _run(
     figure_tmp = output_dir / ".figures-partial"
     if figure_tmp.exists():
         shutil.rmtree(figure_tmp)
+    tta = bool(cfg.get("tta", False))
+    classical, sigmas = _classical_settings(cfg, model.scale)
     rows: list[dict[str, Any]] = []
     methods: list[str] = []
     metric_keys: list[str] = []
+    timings: dict[str, float] = {}
     log.info("evaluating %s on %d image(s) (%s)", model.path, count, mode)
+    sigma: float | None = None
+    sigma_means: dict[float, float] = {}
+    labels: dict[str, str] = {"nlm": "NLM", "bm3d": "BM3D"}
+    if sigmas:
+        pass_started = time.perf_counter()
+        sigma, sigma_means = _choose_gaussian_sigma(items, model.out_channels, sigmas, percentiles, mode)
+        timings["gaussian_sigma_selection"] = time.perf_counter() - pass_started
+        labels["gaussian"] = _gaussian_label(sigma)
     try:  # a failure (a NaN image, an interrupt) leaves no partial figures behind
-        for k, item in enumerate(items):
+        for k, item in enumerate(items()):
             pred = predict_image(
                 model.net,
                 item.low,
@@ -539,6 +670,7 @@ def _run(
                 overlap,
                 int(cfg.get("batch_size", 1)),
                 device,
+                tta,
             )
             if pred.shape != item.high.shape:
                 raise ConfigError(
@@ -547,7 +679,16 @@ def _run(
                 )
             candidates = {
                 MODEL: pred,
-                **baselines(item.low, model.out_channels, tuple(item.high.shape[2:]), model.scale),
+                **baselines(
+                    item.low,
+                    model.out_channels,
+                    tuple(item.high.shape[2:]),
+                    model.scale,
+                    classical,
+                    sigma,
+                    timings,
+                    str(cfg.get("classical_noise", "vst")),
+                ),
             }
             pixel_size = float(pixel_override) if pixel_override is not None else item.pixel_size
             scores, fitted, gt = restoration_scores(
@@ -576,6 +717,7 @@ def _run(
                     model.scale,
                     window,
                     float(cfg.get("inset_fraction", 0.2)),
+                    labels,
                 )
             log.info("%s: model PSNR %.2f dB", item.name, scores[MODEL]["psnr"])
     except BaseException:
@@ -586,6 +728,9 @@ def _run(
 
     columns = ["image", "method", "shape", "pixel_size", *metric_keys]
     means = _summarise_methods(rows, metric_keys, methods)
+    for entry in means:
+        if entry["method"] == "gaussian":
+            entry["sigma"] = sigma
     model_psnr = next(m["psnr"] for m in means if m["method"] == MODEL)
     gains = {m["method"]: model_psnr - m["psnr"] for m in means if m["method"] not in (MODEL, "ground_truth")}
     summary: dict[str, Any] = {
@@ -602,6 +747,11 @@ def _run(
         "care_percentiles": list(percentiles),
         "methods": means,
         "gain_db": gains,
+        "classical": classical,
+        "gaussian_sigma": sigma,
+        "gaussian_sigma_psnr": {f"{s:g}": v for s, v in sigma_means.items()},
+        "tta": tta,
+        "baseline_time_s": {k: round(v, 2) for k, v in timings.items()},
         "wall_time_s": round(time.time() - started, 1),
         "device": str(device),
     }
@@ -644,4 +794,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"psr evaluate: {summary['name']} ({summary['data']}), {summary['n_images']} image(s), scale {summary['scale']},"
         f" checkpoint {summary['checkpoint']}; CARE-normalised, FRC resolution in pixels (lower is finer)"
     )
-    return head + "\n\n" + markdown_table(summary["methods"], TABLE_COLUMNS) + "\n"
+    sigma = summary.get("gaussian_sigma")
+    shown = [
+        {**m, "method": _gaussian_label(sigma)} if m["method"] == "gaussian" and sigma is not None else m
+        for m in summary["methods"]
+    ]
+    return head + "\n\n" + markdown_table(shown, TABLE_COLUMNS) + "\n"
+
+
+def _gaussian_label(sigma: float) -> str:
+    return f"gaussian (σ {sigma:.2f})"

@@ -156,6 +156,16 @@ def test_default_params_and_key_errors() -> None:
     assert keys("camera") == ["steps.2.photons", "steps.2.read_noise"]
     assert keys("csbdeep") == ["steps.0.sigma", "steps.1.photons", "steps.2.sigma"]
     assert keys("none") == []
+    assert keys("calibrated_w2s") == ["steps.1.photons", "steps.2.sigma"]  # shot + read noise
+    pedestal = {
+        "_target_": "psr.crappifiers.Chain",
+        "steps": [
+            {"_target_": "psr.crappifiers.Background", "offset": 0.05, "gradient": 0.0},
+            {"_target_": "psr.crappifiers.PoissonNoise", "photons": 20.0},
+            {"_target_": "psr.crappifiers.GaussianNoise", "sigma": 0.01},
+        ],
+    }
+    assert [p.key for p in default_params(pedestal)] == ["steps.0.offset", "steps.1.photons", "steps.2.sigma"]
     tree, _ = load_preset(CONF / "crappifier" / "poisson.yaml")
     assert numeric_keys(tree) == ["steps.1.photons"]  # ${scale} and booleans are not parameters
     assert parse_param("steps.1.photons", tree, "p") == ParamSpec("steps.1.photons", 1.0, 2000.0, True)

@@ -10,6 +10,7 @@ import tifffile
 import torch
 from hydra.utils import instantiate
 
+from psr.data.normalise import normalise_frame
 from psr.data.omezarr import write_ome_zarr_collection
 from psr.data.paired import PairedDataModule
 from psr.data.pairs import PairError
@@ -62,6 +63,7 @@ def test_val_batches_are_the_pairs_cut_into_aligned_crops(tmp_path: Path, clean_
         patch_size=32,
         scale=2,
         batch_size=16,
+        input_smoothing=0.0,  # raw percentiles, as _norm takes them
     )
     dm.setup("fit")
     assert len(dm.train_sources) == 2 and not dm.val_sources  # every clean image trains
@@ -134,12 +136,16 @@ def test_manifest_pairs_validate_and_low_images_never_train(tmp_path: Path) -> N
     store = write_ome_zarr_collection(
         tmp_path / "m.ome.zarr", [*clean, high, low], "cyx", names=list(images), attributes=manifest
     )
-    dm = PairedDataModule(str(store), patch_size=16)
+    dm = PairedDataModule(str(store), patch_size=16, input_smoothing=1.0)
     dm.setup()
     assert [s.ref.image_path for s in dm.train_sources] == ["a", "b"]
     (batch,) = list(dm.val_dataloader())
     assert batch["input"].shape == (4, 1, 16, 16)
-    np.testing.assert_allclose(batch["input"][0, 0].numpy(), _norm(low[0])[:16, :16], atol=1e-5)
+    # The raw low frame is normalised as prediction normalises it (percentiles of a copy smoothed by
+    # data.input_smoothing, here 1 px); the high image by its own raw percentiles.
+    expected_low = normalise_frame(low, (1.0, 99.8), 1.0)[0]
+    assert not np.allclose(expected_low, _norm(low[0]), atol=1e-3)  # the smoothing matters here
+    np.testing.assert_allclose(batch["input"][0, 0].numpy(), expected_low[:16, :16], atol=1e-5)
     np.testing.assert_allclose(batch["target"][3, 0].numpy(), _norm(high[0])[16:, 16:], atol=1e-5)
     with pytest.raises(ValueError, match=r"lists val pairs at scale 2 \(it has val pairs at scale \[1\]\)"):
         PairedDataModule(str(store), patch_size=16, scale=2).setup()
@@ -157,6 +163,7 @@ def test_fit_validates_on_the_real_pairs(compose_cfg, tmp_path: Path, clean_stor
         "data.patch_size=32",
         "data.val_samples=8",
         "data.num_workers=0",
+        "data.input_smoothing=0",  # raw percentiles, as _normalised takes them
         "scale=1",
         "trainer.max_epochs=1",
         "trainer.num_sanity_val_steps=0",
@@ -204,6 +211,7 @@ def test_test_pairs_score_the_best_checkpoint_after_training(
         f"data.test_pairs.high={test_high}",
         "data.patch_size=32",
         "data.num_workers=0",
+        "data.input_smoothing=0",
         "scale=1",
         "trainer.max_epochs=1",
     )

@@ -53,7 +53,9 @@ def test_single_image_is_split_by_rows(write_zarr) -> None:  # noqa: ANN001
 
 def test_percentile_normalisation_per_image(write_zarr) -> None:  # noqa: ANN001
     image = np.linspace(0, 1000, 64 * 64, dtype=np.float32).reshape(64, 64)
-    dm = ZarrDataModule(str(write_zarr(image)), patch_size=16, percentiles=(0, 100), val_fraction=0)
+    dm = ZarrDataModule(
+        str(write_zarr(image)), patch_size=16, percentiles=(0, 100), val_fraction=0, input_smoothing=0
+    )
     dm.setup()
     src = dm.train_sources[0]
     assert src.low[0] == pytest.approx(0) and src.high[0] == pytest.approx(1000)
@@ -261,7 +263,7 @@ def test_statistics_are_recomputed_when_stale_and_kept_in_memory_when_read_only(
     dm = ZarrDataModule(str(fresh), patch_size=16, val_fraction=0)
     dm.setup()
     assert "psr" not in dict(zarr.open_group(str(fresh / "img_000"), mode="r").attrs)
-    low, high = zmod.image_statistics(dm.train_sources[0].ref, 0, (1, 2), (1.0, 99.8))
+    low, high = zmod.image_statistics(dm.train_sources[0].ref, 0, (1, 2), (1.0, 99.8), dm.input_smoothing)
     np.testing.assert_array_equal(dm.train_sources[0].low, low)
     np.testing.assert_array_equal(dm.train_sources[0].high, high)
 
@@ -276,6 +278,7 @@ def test_percentile_jitter_draws_per_patch_and_validation_never_jitters(tmp_path
         val_fraction=0.34,
         augment=False,
         percentile_jitter=[[0.5, 3.0], [99.0, 99.9]],
+        input_smoothing=0,  # the table holds the raw percentiles compared below
     )
     dm.setup()
     src = dm.train_sources[0]

@@ -231,7 +231,7 @@ def test_grid_sampler_is_refused_in_one_sentence(tmp_path: Path) -> None:
     [
         ("optuna", STUDY, []),
         # The degradation search is meant for recipes that validate on real pairs.
-        ("optuna_degradation", "psr_optuna_degradation", ["crappifier=fitted_w2s_poisson"]),
+        ("optuna_degradation", "psr_optuna_degradation", ["crappifier=calibrated_w2s"]),
     ],
 )
 def test_the_search_space_addresses_existing_keys(

@@ -162,6 +162,7 @@ def test_same_grid_pairs_matched_by_name_from_png_and_tiff(
             f"pairs.high={high}",
             "pairs.match=stem",
             "pairs.strip=[-lowsnr,-highsnr]",
+            "classical=[]",  # the classical denoisers: tests/tasks/test_evaluate_classical.py
         )
     )
     rows = _read_rows(tmp_path / "eval")

@@ -38,13 +38,25 @@ def test_w2s_denoise_trains_on_clean_images_and_validates_on_real_pairs(compose_
     parts = build(cfg)
     dm = parts["datamodule"]
     names = {s.ref.image_path for s in dm.train_sources}
-    assert len(names) == 237  # 80 fields of view × 3 channels, without field of view 010
-    assert not any(name.startswith("010") for name in names)
+    # 80 fields of view × 3 channels, without 010 and the development fields of view 071–080
+    assert len(names) == 207
+    assert not any(name[:3] == "010" or 71 <= int(name[:3]) <= 80 for name in names)
     batch = next(iter(dm.val_dataloader()))
+    # validation: crops of the development pairs
+    assert len(dm.val_crops) == 4 and all(71 <= int(n[:3]) <= 80 for n in dm.val_crops.names)
     assert set(batch) == {"input", "target", "real"}  # real pairs: the crappifier is bypassed
     summary = train(cfg)
     assert np.isfinite(summary["best"]["val/psnr"]) and np.isfinite(summary["best"]["val/baseline_psnr"])
-    assert json.loads((tmp_path / "run" / "summary.json").read_text())["crappifier"] == "fitted_w2s_poisson"
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["crappifier"] == "calibrated_w2s"
+
+
+def test_the_gpu_recipe_is_the_cpu_recipe_with_a_gpu_budget(compose_cfg) -> None:  # noqa: ANN001
+    cpu = compose_cfg("experiment=w2s_denoise", tiny=False)
+    gpu = compose_cfg("experiment=w2s_denoise_gpu", tiny=False)
+    assert gpu.trainer.accelerator == "gpu" and gpu.trainer.precision == "bf16-mixed"
+    assert gpu.data.path == cpu.data.path and gpu.data.val_pairs == cpu.data.val_pairs
+    assert gpu.model.depth == cpu.model.depth and gpu.crappifier == cpu.crappifier
+    assert gpu.data.patch_size == 128 and gpu.data.batch_size == 32
 
 
 def test_em_sr_splits_train_and_test_slices(compose_cfg) -> None:  # noqa: ANN001
