@@ -25,7 +25,7 @@ class NormalisationError(ValueError):
     """An image that cannot be normalised: NaN/Inf values or no dynamic range."""
 
 
-def smooth_planes(block: np.ndarray, sigma: float, spatial_dims: int = 2) -> np.ndarray:
+def smooth_planes(block: np.ndarray, sigma: float) -> np.ndarray:
     """``block (C, ..., Y, X)`` filtered by a Gaussian of ``sigma`` pixels over its last two axes (each
     plane on its own; Z is never smoothed), float64; ``sigma <= 0`` returns the values unchanged."""
     values = np.asarray(block, dtype=np.float64)

@@ -340,16 +340,6 @@ class Layout:
             return block[None]
         return block[list(self.channels)]
 
-    def read_strided(self, data: Any, step: int) -> np.ndarray:
-        """Every plane, every ``step``-th pixel along the spatial axes: ``(C, N)`` samples per channel."""
-        block = np.asarray(data[self._index(None, [slice(None, None, step)] * len(self.spatial))])
-        kept = sorted(a for a in range(len(self.shape)) if a not in self.fixed)
-        if self.channel_axis is None:
-            return block.reshape(1, -1)
-        c = kept.index(self.channel_axis)
-        block = np.moveaxis(block, c, 0)
-        return block.reshape(block.shape[0], -1)[list(self.channels)]
-
 
 def _suggest_axes(axes: str, unknown: int, spatial_dims: int) -> str:
     letters = list(axes)
