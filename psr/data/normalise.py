@@ -86,12 +86,15 @@ def check_range(
         )
 
 
-def apply_range(block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
-    """``block (C, ...)`` mapped per channel so that ``low`` → 0 and ``high`` → 1, float32."""
+def apply_range(
+    block: np.ndarray, low: np.ndarray, high: np.ndarray, dtype: type[np.floating] = np.float64
+) -> np.ndarray:
+    """``block (C, ...)`` mapped per channel so that ``low`` → 0 and ``high`` → 1, float32; the arithmetic
+    runs in ``dtype`` (float64 by default; training patches, float32 already, use float32)."""
     shape = (-1,) + (1,) * (np.ndim(block) - 1)
-    lo = np.asarray(low, dtype=np.float64).reshape(shape)
-    span = (np.asarray(high, dtype=np.float64) - np.asarray(low, dtype=np.float64)).reshape(shape)
-    return ((np.asarray(block, dtype=np.float64) - lo) / span).astype(np.float32)
+    lo = np.asarray(low).astype(dtype).reshape(shape)
+    hi = np.asarray(high).astype(dtype).reshape(shape)
+    return ((np.asarray(block, dtype=dtype) - lo) / (hi - lo)).astype(np.float32, copy=False)
 
 
 def normalise_frame(

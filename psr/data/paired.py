@@ -34,7 +34,9 @@ from psr.data.pairs import (
     plane_layout,
     read_planes,
 )
-from psr.data.zarr import STATS_SUBSAMPLE, ZarrDataModule, foreground_fraction
+from psr.data.patches import foreground_fraction
+from psr.data.statistics import STATS_SUBSAMPLE
+from psr.data.zarr import ZarrDataModule
 
 PAIR_KEYS = ("low", "high", "match", "strip", "channel", "allow_unmatched")
 

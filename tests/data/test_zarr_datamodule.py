@@ -198,13 +198,13 @@ def test_foreground_sampling_stops_after_max_tries(tmp_path) -> None:  # noqa: A
 def test_statistics_are_stored_and_reused_without_reading_pixels(tmp_path, monkeypatch) -> None:  # noqa: ANN001
     import zarr
 
-    import psr.data.zarr as zmod
+    import psr.data.statistics as stats
 
     store = write_ome_zarr_collection(tmp_path / "set.ome.zarr", _images(3), "cyx")
     first = ZarrDataModule(str(store), patch_size=16, val_fraction=0)
     first.setup()
     record = dict(zarr.open_group(str(store / "img_001"), mode="r").attrs)["psr"]["stats"]
-    assert record["version"] == zmod.STATS_VERSION and record["array"] == "s0"
+    assert record["version"] == stats.STATS_VERSION and record["array"] == "s0"
     assert record["shape"] == [1, 64, 64] and record["dtype"] == "uint16" and record["subsample"] == 64 * 64
     assert 1.0 in record["percentiles"] and 99.8 in record["percentiles"]
     assert len(record["values"]) == 1 and len(record["values"][0]) == len(record["percentiles"])
@@ -216,7 +216,7 @@ def test_statistics_are_stored_and_reused_without_reading_pixels(tmp_path, monke
     def no_pixels(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("statistics were recomputed")
 
-    monkeypatch.setattr(zmod, "percentile_table", no_pixels)
+    monkeypatch.setattr(stats, "percentile_table", no_pixels)
     second = ZarrDataModule(str(store), patch_size=16, val_fraction=0)
     second.setup()
     for a, b in zip(first.train_sources, second.train_sources, strict=True):
@@ -229,7 +229,7 @@ def test_statistics_are_recomputed_when_stale_and_kept_in_memory_when_read_only(
 ) -> None:  # noqa: ANN001
     import zarr
 
-    import psr.data.zarr as zmod
+    import psr.data.statistics as stats
 
     store = write_ome_zarr_collection(tmp_path / "set.ome.zarr", _images(2), "cyx")
     ZarrDataModule(str(store), patch_size=16, val_fraction=0).setup()
@@ -238,13 +238,13 @@ def test_statistics_are_recomputed_when_stale_and_kept_in_memory_when_read_only(
     psr["stats"] = {**psr["stats"], "shape": [1, 32, 32]}  # as if the array had been rewritten
     group.attrs["psr"] = psr
     calls: list[str] = []
-    original = zmod.percentile_table
+    original = stats.percentile_table
 
     def counting(ref, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
         calls.append(ref.image_path)
         return original(ref, *args, **kwargs)
 
-    monkeypatch.setattr(zmod, "percentile_table", counting)
+    monkeypatch.setattr(stats, "percentile_table", counting)
     ZarrDataModule(str(store), patch_size=16, val_fraction=0).setup()
     assert calls == ["img_000"]
     assert zarr.open_group(str(store / "img_000"), mode="r").attrs["psr"]["stats"]["shape"] == [1, 64, 64]
@@ -259,11 +259,11 @@ def test_statistics_are_recomputed_when_stale_and_kept_in_memory_when_read_only(
     def read_only(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(zmod, "_open_for_update", read_only)
+    monkeypatch.setattr(stats, "_open_for_update", read_only)
     dm = ZarrDataModule(str(fresh), patch_size=16, val_fraction=0)
     dm.setup()
     assert "psr" not in dict(zarr.open_group(str(fresh / "img_000"), mode="r").attrs)
-    low, high = zmod.image_statistics(dm.train_sources[0].ref, 0, (1, 2), (1.0, 99.8), dm.input_smoothing)
+    low, high = stats.image_statistics(dm.train_sources[0].ref, 0, (1, 2), (1.0, 99.8), dm.input_smoothing)
     np.testing.assert_array_equal(dm.train_sources[0].low, low)
     np.testing.assert_array_equal(dm.train_sources[0].high, high)
 

@@ -1,0 +1,217 @@
+"""Patch sampling: ``PatchSource`` (an image prepared for sampling) and ``PatchDataset`` (random or
+fixed normalised patches ``(C, *patch)`` from a list of them), read lazily from zarr, never all in memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.ndimage import uniform_filter
+from torch.utils.data import Dataset
+
+from psr.data.normalise import apply_range
+from psr.data.omezarr import ImageRef
+from psr.data.statistics import PercentileTable
+
+
+@dataclass(frozen=True)
+class PatchSource:
+    """An image prepared for patch sampling: its layout, the usable row range and its normalisation."""
+
+    ref: ImageRef
+    channel_axis: int | None
+    plane_axes: tuple[int, ...]  # non-channel, non-sampled axes (t, and z for 2D patches): one index each
+    spatial_axes: tuple[int, ...]  # the axes patches span, in order (z,) y, x
+    y_range: tuple[int, int]  # rows of this image usable by this split
+    low: np.ndarray  # (C,) per-channel low percentile
+    high: np.ndarray  # (C,) per-channel high percentile
+    channels: tuple[int, ...]
+    frame_axis: int | None = (
+        None  # multi-frame patches: the plane axis (t or z) whose window becomes channels
+    )
+    table: PercentileTable | None = None  # percentiles of the picked channels (intensity jitter)
+
+    def spatial_extent(self) -> tuple[int, ...]:
+        sizes = [self.ref.shape[a] for a in self.spatial_axes]
+        sizes[-2] = self.y_range[1] - self.y_range[0]
+        return tuple(sizes)
+
+
+def patch_layout(ref: ImageRef, spatial_dims: int) -> tuple[int | None, tuple[int, ...], tuple[int, ...]]:
+    axes = ref.axes
+    spatial_names = "zyx"[-spatial_dims:]
+    missing = [a for a in spatial_names if a not in axes]
+    if missing:
+        raise ValueError(
+            f"image {ref.name} has axes '{axes}' but {spatial_dims}D patches need axes '{spatial_names}'"
+        )
+    channel_axis = axes.index("c") if "c" in axes else None
+    spatial = tuple(axes.index(a) for a in spatial_names)
+    planes = tuple(i for i, a in enumerate(axes) if i not in spatial and i != channel_axis)
+    return channel_axis, planes, spatial
+
+
+def _to_channels_first(
+    block: np.ndarray, ref_axes: str, channel_axis: int | None, spatial: tuple[int, ...]
+) -> np.ndarray:
+    """Reorder a block read with all axes kept to ``(C, *spatial)``, dropping plane axes of size 1."""
+    order = ([channel_axis] if channel_axis is not None else []) + list(spatial)
+    rest = [i for i in range(block.ndim) if i not in order]
+    block = np.transpose(block, rest + order)
+    block = block.reshape(block.shape[len(rest) :])
+    if channel_axis is None:
+        block = block[None]
+    return block
+
+
+def foreground_fraction(block: np.ndarray, threshold: float) -> float:
+    """Share of pixels of a normalised ``(C, *spatial)`` block whose 3×3-smoothed intensity (maximum
+    over channels) exceeds ``threshold``: the foreground test of patch sampling."""
+    size = (1,) * (block.ndim - 2) + (3, 3)
+    smooth = uniform_filter(block.astype(np.float32, copy=False), size=size, mode="nearest")
+    return float(np.mean(smooth.max(axis=0) > threshold))
+
+
+class PatchDataset(Dataset[torch.Tensor]):
+    """Random (or fixed) normalised patches ``(C, *patch)`` float32 from a list of ``PatchSource``.
+
+    With ``fixed=True`` patch ``i`` depends only on ``(seed, i)``: the validation set is identical every
+    epoch and in every worker. Otherwise each draw takes fresh randomness from torch's generator, which
+    Lightning seeds per worker and epoch, so a seeded run is reproducible.
+
+    Images are drawn in proportion to their area. With ``foreground_fraction > 0`` a patch whose
+    foreground share (``foreground_fraction()`` above ``foreground_threshold``) is below it is redrawn,
+    at most ``max_tries`` times in all; then the best candidate is kept. ``percentile_jitter`` draws the
+    normalisation percentiles per training patch from two ranges ``((lo_min, lo_max), (hi_min, hi_max))``,
+    interpolated from each source's stored percentile table (no pixels re-read); fixed sets never jitter.
+    """
+
+    def __init__(
+        self,
+        sources: Sequence[PatchSource],
+        patch: tuple[int, ...],
+        n_samples: int,
+        *,
+        seed: int = 0,
+        fixed: bool = False,
+        augment: bool = False,
+        frames: int = 1,
+        foreground_fraction: float = 0.0,
+        foreground_threshold: float = 0.2,
+        max_tries: int = 10,
+        percentile_jitter: tuple[tuple[float, float], tuple[float, float]] | None = None,
+    ) -> None:
+        self.sources = list(sources)
+        self.patch = tuple(patch)
+        self.n_samples = int(n_samples)
+        self.seed = seed
+        self.fixed = fixed
+        self.augment = augment
+        self.frames = frames
+        self.foreground_fraction = float(foreground_fraction)
+        self.foreground_threshold = float(foreground_threshold)
+        self.max_tries = max(1, int(max_tries))
+        self.percentile_jitter = None if fixed else percentile_jitter
+        if self.percentile_jitter is not None and any(s.table is None for s in self.sources):
+            raise ValueError("percentile_jitter needs sources with a percentile table")
+        areas = np.array([float(np.prod(s.spatial_extent())) for s in self.sources])
+        self.weights = areas / areas.sum()
+        self._arrays: dict[int, object] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        return self.n_samples
+
+    def _array(self, k: int):  # noqa: ANN202 - a zarr array, opened once per process
+        if os.getpid() != self._pid:  # a forked worker reopens its own handles
+            self._arrays, self._pid = {}, os.getpid()
+        if k not in self._arrays:
+            self._arrays[k] = self.sources[k].ref.open()
+        return self._arrays[k]
+
+    def _draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
+        """A random source and an un-normalised patch of it ``(C, *patch)`` float32."""
+        k = int(rng.choice(len(self.sources), p=self.weights))
+        src = self.sources[k]
+        index: list[slice | int] = [slice(None)] * len(src.ref.shape)
+        for axis in src.plane_axes:
+            width = self.frames if axis == src.frame_axis else 1
+            j = int(rng.integers(src.ref.shape[axis] - width + 1))
+            index[axis] = slice(j, j + width)
+        for n, (axis, size) in enumerate(zip(src.spatial_axes, self.patch, strict=True)):
+            lo, hi = src.y_range if n == len(self.patch) - 2 else (0, src.ref.shape[axis])
+            start = int(rng.integers(lo, hi - size + 1))
+            index[axis] = slice(start, start + size)
+        if src.channel_axis is not None:
+            index[src.channel_axis] = list(src.channels)  # type: ignore[call-overload]
+        block = np.asarray(self._array(k).oindex[tuple(index)])  # type: ignore[attr-defined]
+        if src.frame_axis is not None:
+            # (…, frames, …) → (frames, *spatial): the window of neighbouring frames becomes the channels.
+            block = np.moveaxis(block, src.frame_axis, 0)
+            return k, block.reshape(self.frames, *block.shape[-len(self.patch) :]).astype(np.float32)
+        return k, _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(
+            np.float32
+        )
+
+    def _normalise(self, block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+        return apply_range(block, low, high, dtype=np.float32)  # float32 patches stay float32 throughout
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        if self.fixed:
+            rng = np.random.default_rng([self.seed, i])
+        else:
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+        k, raw = self._draw(rng)
+        if self.foreground_fraction > 0:
+            src = self.sources[k]
+            best = foreground_fraction(self._normalise(raw, src.low, src.high), self.foreground_threshold)
+            for _ in range(self.max_tries - 1):
+                if best >= self.foreground_fraction:
+                    break
+                k2, raw2 = self._draw(rng)
+                src2 = self.sources[k2]
+                share = foreground_fraction(
+                    self._normalise(raw2, src2.low, src2.high), self.foreground_threshold
+                )
+                if share > best:
+                    k, raw, best = k2, raw2, share
+        src = self.sources[k]
+        low, high = src.low, src.high
+        if self.percentile_jitter is not None and src.table is not None:
+            (a0, a1), (b0, b1) = self.percentile_jitter
+            low, high = src.table.at(float(rng.uniform(a0, a1))), src.table.at(float(rng.uniform(b0, b1)))
+        block = self._normalise(raw, low, high)
+        if not np.isfinite(block).all():
+            raise ValueError(
+                f"image {src.ref.name} holds NaN/Inf values in a patch; expected finite intensities"
+            )
+        if self.augment:
+            for axis in range(1, block.ndim):
+                if rng.random() < 0.5:
+                    block = np.flip(block, axis)
+            if self.patch[-1] == self.patch[-2]:
+                block = np.rot90(block, int(rng.integers(4)), axes=(-2, -1))
+        return torch.from_numpy(np.ascontiguousarray(block))
+
+
+def jitter_ranges(
+    jitter: Sequence[Sequence[float]] | None,
+) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    if jitter is None:
+        return None
+    try:
+        (a0, a1), (b0, b1) = ((float(x) for x in pair) for pair in jitter)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"data.percentile_jitter must be two [min, max] ranges like [[0.5, 3.0], [99.0, 99.9]], got {jitter!r}"
+        ) from err
+    if not (0.0 <= a0 <= a1 < b0 <= b1 <= 100.0):
+        raise ValueError(
+            f"data.percentile_jitter {[[a0, a1], [b0, b1]]} must hold two ranges within [0, 100], the low range"
+            " entirely below the high one"
+        )
+    return (a0, a1), (b0, b1)
