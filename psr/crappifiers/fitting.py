@@ -59,7 +59,7 @@ from psr.data.pairs import (
     match_pairs,
     read_planes,
 )
-from psr.metrics.care import fit_affine, normalize_percentile
+from psr.metrics.care import fit_affine, normalise_percentile
 
 Tree = dict[str, Any]
 Build = Callable[[Tree], Crappifier]
@@ -245,7 +245,7 @@ def crop_pair(
             f"pair {name}: low has shape {list(low.shape)} but high {list(high.shape)}; expected equal"
         )
     high_t = torch.from_numpy(np.ascontiguousarray(high, dtype=np.float32))[None, None]
-    high_n = normalize_percentile(high_t, *percentiles).float()[0, 0]
+    high_n = normalise_percentile(high_t, *percentiles).float()[0, 0]
     if not float(high_n.max() - high_n.min()) > 0:
         raise FitError(f"pair {name}: the high image is constant; expected an image with structure")
     size = min(crop, *high.shape)

@@ -12,6 +12,11 @@ validation all call ``frame_range``). It is 0 by default: the recipes' models, t
 levels, restored the development frames as well either way (see the README), and 0 keeps the normalisation
 of earlier checkpoints. Noise calibration (``scripts/calibrate_noise.py``) uses σ = 1 px, so that its zero
 level is the clean image's, as in training.
+
+Every percentile normalisation of psr goes through this module: ``frame_range`` / ``apply_range`` /
+``normalise_frame`` on NumPy frames (prediction, evaluation, real pairs, training patches, whose per-image
+percentiles come from the cached table of ``psr.data.statistics``), and ``normalise_percentile`` on
+batched tensors (the CARE evaluation convention of ``psr.metrics.care``, crappifier fitting).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 
 class NormalisationError(ValueError):
@@ -103,3 +109,39 @@ def normalise_frame(
     """``block (C, ..., Y, X)`` normalised by its own (smoothed) percentiles: ``apply_range ∘ frame_range``."""
     low, high = frame_range(block, percentiles, smoothing, source)
     return apply_range(block, low, high)
+
+
+def _batch_percentiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
+    """Percentiles ``qs`` (0-100) of each row of ``(N, M)``, NumPy's default linear interpolation.
+
+    A full sort instead of ``torch.quantile``, which refuses inputs over 16 M values (3D stacks).
+    """
+    values, _ = torch.sort(x, dim=1)
+    m = values.shape[1]
+    out = []
+    for q in qs:
+        pos = q / 100.0 * (m - 1)
+        lo = int(pos)
+        hi = min(lo + 1, m - 1)
+        frac = pos - lo
+        out.append(values[:, lo] * (1 - frac) + values[:, hi] * frac)
+    return out
+
+
+def normalise_percentile(
+    x: torch.Tensor, low: float = 0.1, high: float = 99.9, eps: float = 1e-20
+) -> torch.Tensor:
+    """Map each sample and channel of ``(B, C, *S)`` so its ``low`` percentile is 0 and ``high`` is 1.
+
+    ``csbdeep.utils.normalize(x, pmin=0.1, pmax=99.9)`` per sample and channel (values outside the
+    percentiles are kept, not clipped; ``eps`` keeps a flat channel finite). Returns float64.
+    """
+    if not 0.0 <= low < high <= 100.0:
+        raise ValueError(f"normalise_percentile needs 0 <= low < high <= 100, got {low} and {high}")
+    if x.dim() < 3:
+        raise ValueError(f"normalise_percentile expects (B, C, *S), got shape {tuple(x.shape)}")
+    flat = x.double().flatten(2)
+    b, c, m = flat.shape
+    lo, hi = _batch_percentiles(flat.reshape(b * c, m), (low, high))
+    view = (b, c) + (1,) * (x.dim() - 2)
+    return (x.double() - lo.view(view)) / (hi - lo + eps).view(view)

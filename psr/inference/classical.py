@@ -171,10 +171,10 @@ def care_psnr(
 ) -> torch.Tensor:
     """PSNR ``(M,)`` of candidates ``(M, C, *S)`` against ``target`` ``(1, C, *S)`` with the CARE convention,
     the same number as ``psr.metrics.scores.restoration_scores`` gives (data range 1 after the fit)."""
-    from psr.metrics.care import fit_affine, normalize_percentile
+    from psr.metrics.care import fit_affine, normalise_percentile
     from psr.metrics.image import psnr
 
-    gt = normalize_percentile(target.double(), *percentiles).expand_as(candidates)
+    gt = normalise_percentile(target.double(), *percentiles).expand_as(candidates)
     return psnr(fit_affine(candidates.double(), gt), gt, data_range=1.0).double()
 
 

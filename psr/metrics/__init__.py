@@ -1,6 +1,8 @@
 """Image quality metrics on batched tensors: PSNR, SSIM, MS-SSIM, NRMSE, the CARE normalisation, FRC."""
 
-from psr.metrics.care import care_normalize, fit_affine, normalize_percentile
+from typing import Any
+
+from psr.metrics.care import care_normalise, fit_affine, normalise_percentile
 from psr.metrics.frc import (
     FRCCurve,
     FRCResolution,
@@ -14,15 +16,22 @@ from psr.metrics.image import ms_ssim, nrmse, psnr, ssim
 __all__ = [
     "FRCCurve",
     "FRCResolution",
-    "care_normalize",
+    "care_normalise",
     "checkerboard_frc",
     "fit_affine",
     "frc_curve",
     "frc_resolution",
     "half_bit_threshold",
     "ms_ssim",
-    "normalize_percentile",
+    "normalise_percentile",
     "nrmse",
     "psnr",
     "ssim",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """The deprecated spellings ``normalize_percentile`` and ``care_normalize`` (with a warning)."""
+    from psr.metrics import care
+
+    return getattr(care, name)

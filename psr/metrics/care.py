@@ -14,43 +14,15 @@ on its own; arithmetic is float64.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import torch
 
+from psr.data.normalise import normalise_percentile
 
-def _percentiles(x: torch.Tensor, qs: tuple[float, ...]) -> list[torch.Tensor]:
-    """Percentiles ``qs`` (0-100) of each row of ``(N, M)``, NumPy's default linear interpolation.
-
-    A full sort instead of ``torch.quantile``, which refuses inputs over 16 M values (3D stacks).
-    """
-    values, _ = torch.sort(x, dim=1)
-    m = values.shape[1]
-    out = []
-    for q in qs:
-        pos = q / 100.0 * (m - 1)
-        lo = int(pos)
-        hi = min(lo + 1, m - 1)
-        frac = pos - lo
-        out.append(values[:, lo] * (1 - frac) + values[:, hi] * frac)
-    return out
-
-
-def normalize_percentile(
-    x: torch.Tensor, low: float = 0.1, high: float = 99.9, eps: float = 1e-20
-) -> torch.Tensor:
-    """Map each sample and channel of ``(B, C, *S)`` so its ``low`` percentile is 0 and ``high`` is 1.
-
-    ``csbdeep.utils.normalize(x, pmin=0.1, pmax=99.9)`` per sample and channel (values outside the
-    percentiles are kept, not clipped). Returns float64.
-    """
-    if not 0.0 <= low < high <= 100.0:
-        raise ValueError(f"normalize_percentile needs 0 <= low < high <= 100, got {low} and {high}")
-    if x.dim() < 3:
-        raise ValueError(f"normalize_percentile expects (B, C, *S), got shape {tuple(x.shape)}")
-    flat = x.double().flatten(2)
-    b, c, m = flat.shape
-    lo, hi = _percentiles(flat.reshape(b * c, m), (low, high))
-    view = (b, c) + (1,) * (x.dim() - 2)
-    return (x.double() - lo.view(view)) / (hi - lo + eps).view(view)
+# Deprecated spellings (psr writes "normalise"): still importable, with a DeprecationWarning.
+_RENAMED = {"normalize_percentile": "normalise_percentile", "care_normalize": "care_normalise"}
 
 
 def fit_affine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -71,12 +43,20 @@ def fit_affine(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return alpha * dp + mt
 
 
-def care_normalize(
+def care_normalise(
     pred: torch.Tensor, target: torch.Tensor, low: float = 0.1, high: float = 99.9
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The CARE pair: ``(fit_affine(pred, gt_n), gt_n)`` with ``gt_n = normalize_percentile(target, low, high)``.
+    """The CARE pair: ``(fit_affine(pred, gt_n), gt_n)`` with ``gt_n = normalise_percentile(target, low, high)``.
 
     Compare the two with a data range of 1 (the span between the ground truth's percentiles).
     """
-    gt = normalize_percentile(target, low, high)
+    gt = normalise_percentile(target, low, high)
     return fit_affine(pred, gt), gt
+
+
+def __getattr__(name: str) -> Any:
+    if name in _RENAMED:
+        new = _RENAMED[name]
+        warnings.warn(f"psr.metrics.care.{name} is deprecated; use {new}", DeprecationWarning, stacklevel=2)
+        return globals()[new]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

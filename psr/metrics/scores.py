@@ -16,7 +16,7 @@ from collections.abc import Mapping
 
 import torch
 
-from psr.metrics.care import fit_affine, normalize_percentile
+from psr.metrics.care import fit_affine, normalise_percentile
 from psr.metrics.frc import Criterion, FRCCurve, Window, checkerboard_frc, frc_curve, frc_resolution
 from psr.metrics.image import MS_SSIM_MIN_SIZE, ms_ssim, nrmse, psnr, ssim
 
@@ -67,7 +67,7 @@ def restoration_scores(
             )
     stack = torch.cat([candidates[n] for n in names]).double()
     m = stack.shape[0]
-    gt = normalize_percentile(target.double(), *percentiles)
+    gt = normalise_percentile(target.double(), *percentiles)
     gts = gt.expand_as(stack)
     fitted = fit_affine(stack, gts)
     columns: dict[str, torch.Tensor | None] = {

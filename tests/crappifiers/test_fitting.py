@@ -40,7 +40,7 @@ from psr.crappifiers.fitting import (
     write_preset,
 )
 from psr.data.phantoms import PhantomSpec, render_phantom
-from psr.metrics.care import normalize_percentile
+from psr.metrics.care import normalise_percentile
 from tests.conftest import CONF, ROOT, SHARED_DATA
 
 SCRIPT = ROOT / "scripts" / "fit_crappifier.py"
@@ -65,7 +65,7 @@ def _phantom(index: int, size: int = 128) -> np.ndarray:
 
 
 def _normalised(high: np.ndarray) -> np.ndarray:
-    return normalize_percentile(torch.from_numpy(high)[None, None], 1.0, 99.8)[0, 0].float().numpy()
+    return normalise_percentile(torch.from_numpy(high)[None, None], 1.0, 99.8)[0, 0].float().numpy()
 
 
 def _noisy_pair(index: int, sigma: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

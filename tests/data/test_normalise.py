@@ -94,3 +94,36 @@ def test_bad_frames_get_one_clear_error() -> None:
         frame_range(np.array([[[0.0, np.nan], [1.0, 2.0]]]), (1.0, 99.8), 1.0, "frame x")
     with pytest.raises(NormalisationError, match=r"flat channel c1 has no dynamic range"):
         frame_range(np.zeros((1, 8, 8)), (1.0, 99.8), 1.0, "flat", ["c1"])
+
+
+def test_the_batched_and_the_frame_normalisations_agree() -> None:
+    """``normalise_percentile`` (tensors, per sample and channel) is ``normalise_frame`` on each sample."""
+    from psr.data.normalise import normalise_percentile
+
+    rng = np.random.default_rng(0)
+    batch = rng.gamma(2.0, 30.0, size=(3, 2, 17, 23))
+    ours = normalise_percentile(torch.from_numpy(batch), 1.0, 99.8).numpy()
+    for b in range(3):
+        np.testing.assert_allclose(ours[b], normalise_frame(batch[b], (1.0, 99.8)), rtol=1e-5, atol=1e-6)
+
+
+def test_training_patches_use_float32_arithmetic_of_apply_range() -> None:
+    block = np.random.default_rng(1).uniform(0, 4000, size=(2, 8, 8)).astype(np.float32)
+    low, high = np.array([10.0, 20.0]), np.array([3000.0, 3500.0])
+    patch = apply_range(block, low, high, dtype=np.float32)
+    lo32, hi32 = low.astype(np.float32)[:, None, None], high.astype(np.float32)[:, None, None]
+    np.testing.assert_array_equal(patch, (block - lo32) / (hi32 - lo32))  # bit for bit, as before the split
+    assert patch.dtype == np.float32
+    np.testing.assert_allclose(apply_range(block, low, high), patch, rtol=1e-6)
+
+
+def test_the_american_spellings_still_work_with_a_deprecation_warning() -> None:
+    import psr.metrics
+    import psr.metrics.care as care
+
+    with pytest.warns(DeprecationWarning, match="normalise_percentile"):
+        assert care.normalize_percentile is care.normalise_percentile
+    with pytest.warns(DeprecationWarning, match="care_normalise"):
+        assert psr.metrics.care_normalize is care.care_normalise
+    with pytest.raises(AttributeError):
+        _ = care.normalise_nothing
