@@ -1,4 +1,4 @@
-"""One Markdown table from evaluate.py summaries: per real pair set, the raw input, the classical
+r"""One Markdown table from evaluate.py summaries: per real pair set, the raw input, the classical
 denoisers and the model, mean CARE PSNR / SSIM (the README's "Does it work on real data?" table).
 
     python scripts/real_data_table.py outputs/evaluate/*/*/summary.json
@@ -6,7 +6,9 @@ denoisers and the model, mean CARE PSNR / SSIM (the README's "Does it work on re
 
 Each summary is one row, named by the evaluated set (``name`` in the summary); a method the run did not
 score shows as "—". ``--per-image`` reads a run's ``metrics.csv`` instead and prints, per image, the
-model's PSNR minus each baseline's, and how many images the model wins.
+model's PSNR minus each baseline's, and how many images the model wins; ``--group-by REGEX`` adds one
+row per group of images (the regex's first group applied to the image name, e.g. ``_(\d+)$`` for the
+W2S channel in ``071_2``): mean PSNR of the model and its mean gain over each baseline.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -52,7 +55,7 @@ def table(summaries: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def per_image(path: Path) -> str:
+def per_image(path: Path, group_by: str | None = None) -> str:
     psnr: dict[str, dict[str, float]] = defaultdict(dict)
     with path.open() as f:
         for row in csv.DictReader(f):
@@ -68,20 +71,52 @@ def per_image(path: Path) -> str:
         lines.append(f"| {image} | {values['model']:.2f} | " + " | ".join(f"{g:+.2f}" for g in gains) + " |")
     lines.append("")
     lines.append(", ".join(f"psr beats {b} on {wins[b]}/{len(psnr)} images" for b in baselines))
+    if group_by:
+        lines += ["", *_groups(psnr, baselines, group_by)]
     return "\n".join(lines)
+
+
+def _groups(psnr: dict[str, dict[str, float]], baselines: list[str], pattern: str) -> list[str]:
+    """One row per group of images (``pattern``'s first group in the image name): the model's mean PSNR
+    and its mean gain over each baseline; images the pattern does not match form the group "other"."""
+    regex = re.compile(pattern)
+    members: dict[str, list[str]] = defaultdict(list)
+    for image in psnr:
+        found = regex.search(image)
+        members[(found.group(1) if found.groups() else found.group(0)) if found else "other"].append(image)
+    lines = ["| group | images | psr PSNR | " + " | ".join(f"psr − {b}" for b in baselines) + " |"]
+    lines.append("|---|---:|---:|" + "---:|" * len(baselines))
+    for group in sorted(members):
+        images = members[group]
+        model = sum(psnr[i]["model"] for i in images) / len(images)
+        gains = [sum(psnr[i]["model"] - psnr[i][b] for i in images) / len(images) for b in baselines]
+        lines.append(
+            f"| {group} | {len(images)} | {model:.2f} | " + " | ".join(f"{g:+.2f}" for g in gains) + " |"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path, help="evaluate.py summary.json files (or metrics.csv)")
     parser.add_argument("--per-image", action="store_true", help="per-image gains from one metrics.csv")
+    parser.add_argument(
+        "--group-by",
+        metavar="REGEX",
+        help="with --per-image: mean gains per group of images, the group being the regex's first group"
+        " in the image name (e.g. '_(\\d+)$' for W2S channels)",
+    )
     args = parser.parse_args(argv)
     missing = [str(f) for f in args.files if not f.is_file()]
     if missing:
         print(f"error: {', '.join(missing)} not found; expected evaluate.py outputs", file=sys.stderr)
         return 2
     if args.per_image:
-        print(per_image(args.files[0]))
+        try:
+            print(per_image(args.files[0], args.group_by))
+        except re.error as err:
+            print(f"error: --group-by {args.group_by!r} is not a regular expression ({err})", file=sys.stderr)
+            return 2
         return 0
     try:
         summaries = [json.loads(f.read_text()) for f in args.files]

@@ -56,6 +56,22 @@ def test_per_image_gains_and_missing_files(tmp_path: Path, capsys) -> None:  # n
     assert "nope.json not found" in capsys.readouterr().err
 
 
+def test_per_group_gains(tmp_path: Path, capsys) -> None:  # noqa: ANN001
+    metrics = tmp_path / "metrics.csv"
+    rows = ["image,method,psnr"]
+    for image, model, gauss in (("071_0", 30, 29), ("072_0", 32, 30), ("071_1", 28, 28.5), ("x", 20, 19)):
+        rows += [f"{image},model,{model}", f"{image},gaussian,{gauss}"]
+    metrics.write_text("\n".join(rows) + "\n")
+    module = _module()
+    assert module.main(["--per-image", "--group-by", r"_(\d+)$", str(metrics)]) == 0
+    out = capsys.readouterr().out
+    assert "| 0 | 2 | 31.00 | +1.50 |" in out  # mean of +1 and +2
+    assert "| 1 | 1 | 28.00 | -0.50 |" in out
+    assert "| other | 1 | 20.00 | +1.00 |" in out
+    assert module.main(["--per-image", "--group-by", "(", str(metrics)]) == 2
+    assert "is not a regular expression" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("text", ["{", '{"methods": 3}'])
 def test_a_file_that_is_not_a_summary_is_one_error(tmp_path: Path, capsys, text: str) -> None:  # noqa: ANN001
     bad = tmp_path / "bad.json"
