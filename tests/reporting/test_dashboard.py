@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from psr.reporting import dashboard
+from psr.reporting import render
 from psr.reporting.dashboard import (
     ReportError,
     ablation,
@@ -359,7 +359,7 @@ def test_write_report_is_atomic(sweep: tuple[Path, dict], monkeypatch: pytest.Mo
     def fail(*args: object, **kwargs: object) -> str:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(dashboard, "build_report", fail)
+    monkeypatch.setattr(render, "build_report", fail)
     with pytest.raises(RuntimeError):
         write_report(folder)
     assert path.read_bytes() == before
