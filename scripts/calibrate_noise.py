@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from psr.crappifiers.fitting import FitError, write_preset  # noqa: E402
+from psr.calibration.fitting import FitError, write_preset  # noqa: E402
 from psr.data.normalise import NormalisationError, apply_range, frame_range  # noqa: E402
 from psr.data.pairs import PairError, list_images, match_pairs, read_planes  # noqa: E402
 from psr.metrics.noise import (  # noqa: E402

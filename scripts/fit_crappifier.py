@@ -7,7 +7,7 @@
         --high ../shared/data/pairs/w2s_sim_example/target_avg400_010_0.tif --params steps.1.sigma=0.001:0.3:log
 
 The residual of the real low image against its high twin is compared with that of the crappified high
-image (histogram and radial spectrum; see ``psr/crappifiers/fitting.py`` for the distance), and Optuna's
+image (histogram and radial spectrum; see ``psr/calibration/fitting.py`` for the distance), and Optuna's
 TPE sampler searches the preset's noise and blur parameters (or those named by ``--params``). The written
 YAML keeps ``${scale}`` in its resampling step, so ``train.py crappifier=<its name>`` works at any scale.
 Bad input: one ``error: ...`` line on stderr, exit code 2, nothing written.
@@ -28,8 +28,7 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from psr.crappifiers.base import Crappifier  # noqa: E402
-from psr.crappifiers.fitting import (  # noqa: E402
+from psr.calibration.fitting import (  # noqa: E402
     FitError,
     PairSource,
     default_params,
@@ -41,6 +40,7 @@ from psr.crappifiers.fitting import (  # noqa: E402
     read_pairs,
     write_preset,
 )
+from psr.crappifiers.base import Crappifier  # noqa: E402
 from psr.data.pairs import PairError  # noqa: E402
 
 

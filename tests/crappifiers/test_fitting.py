@@ -18,9 +18,7 @@ import yaml
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from psr.crappifiers import Chain, GaussianBlur, GaussianNoise
-from psr.crappifiers.base import Crappifier
-from psr.crappifiers.fitting import (
+from psr.calibration.fitting import (
     FitError,
     PairCrops,
     PairSource,
@@ -39,8 +37,10 @@ from psr.crappifiers.fitting import (
     stats_distance,
     write_preset,
 )
+from psr.crappifiers import Chain, GaussianBlur, GaussianNoise
+from psr.crappifiers.base import Crappifier
+from psr.data.normalise import normalise_percentile
 from psr.data.phantoms import PhantomSpec, render_phantom
-from psr.metrics.care import normalise_percentile
 from tests.conftest import CONF, ROOT, SHARED_DATA
 
 SCRIPT = ROOT / "scripts" / "fit_crappifier.py"
@@ -272,3 +272,17 @@ def test_real_w2s_pair_prefers_a_low_photon_budget() -> None:
     dim = distance(_build(set_keys(tree, {"steps.1.photons": 8.0})), pairs).total
     bright = distance(_build(set_keys(tree, {"steps.1.photons": 200.0})), pairs).total
     assert dim < 0.3 < bright
+
+
+def test_the_old_import_path_still_works_and_the_operators_package_reads_no_images() -> None:
+    import psr.calibration.fitting as new
+
+    with pytest.warns(DeprecationWarning, match="psr.calibration.fitting"):
+        from psr.crappifiers.fitting import fit as old_fit
+    assert old_fit is new.fit
+    with pytest.raises(ImportError):
+        from psr.crappifiers.fitting import no_such_name  # noqa: F401
+    # Importing the operators (and the deprecated module) loads none of psr.data's image readers.
+    code = "import sys, psr.crappifiers, psr.crappifiers.fitting; print('psr.data.pairs' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
