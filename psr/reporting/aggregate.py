@@ -70,7 +70,7 @@ class Ablation:
     baseline: dict[tuple[str, str], Cell]  # (model, column key): the interpolation baseline
 
 
-def _ordered(values: Iterable[str]) -> list[str]:
+def ordered(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(values))
 
 
@@ -80,10 +80,10 @@ def ablation(runs: Sequence[RunRecord], metric: str = "psnr") -> Ablation:
     a cell holds the values of its runs (seeds). The baseline holds ``baseline_<metric>`` per column."""
     if metric not in METRICS:
         raise ValueError(f"metric={metric!r}; expected one of {', '.join(METRICS)}")
-    models = _ordered(r.group for r in runs)
-    train = _ordered(r.crappifier for r in runs)
-    tested = _ordered(name for r in runs for name in (r.cross_eval or {}))
-    real = _ordered(name for r in runs for name in (r.real_eval or {}))
+    models = ordered(r.group for r in runs)
+    train = ordered(r.crappifier for r in runs)
+    tested = ordered(name for r in runs for name in (r.cross_eval or {}))
+    real = ordered(name for r in runs for name in (r.real_eval or {}))
     synthetic = [t for t in train if t in tested] + [t for t in tested if t not in train]
     columns = [Column(n, _SYNTHETIC) for n in synthetic] + [Column(n, _REAL) for n in real]
     values: dict[tuple[str, str, str], list[float]] = {}

@@ -24,13 +24,24 @@ from psr.atomic import write_atomic
 from psr.reporting.aggregate import (
     METRICS,
     Cell,
-    _ordered,
     ablation,
     cross_mean_spread,
     gain_spread,
+    ordered,
     seed_spread,
 )
 from psr.reporting.runs import ReportError, RunRecord, Skipped, scan_runs
+
+# The columns of a run's history that the learning curves draw.
+_HISTORY_KEYS = (
+    "epoch",
+    "step",
+    "val/psnr",
+    "val/ssim",
+    "val/baseline_psnr",
+    "val/baseline_ssim",
+    "train/loss",
+)
 
 
 @cache
@@ -95,10 +106,7 @@ def report_data(
                 panel = _panel_uri(run.panel, panel_size)
             except (OSError, ValueError) as err:
                 notes.append(f"{run.panel}: could not embed the panel ({err})")
-        history = [
-            {k: h[k] for k in ("epoch", "step", "val/psnr", "val/ssim", "train/loss") if k in h}
-            for h in run.history or []
-        ]
+        history = [{k: h[k] for k in _HISTORY_KEYS if k in h} for h in run.history or []]
         rows.append(
             {
                 "name": run.name,
@@ -121,7 +129,7 @@ def report_data(
                 "panel_name": run.panel.name if run.panel is not None else None,
             }
         )
-    baselines = _ordered(r.baseline for r in runs)
+    baselines = ordered(r.baseline for r in runs)
     return _clean(
         {
             "title": title,

@@ -24,6 +24,8 @@ from psr.reporting.dashboard import (
     ablation,
     build_report,
     collect_runs,
+    cross_mean_spread,
+    gain_spread,
     report_data,
     scan_runs,
     seed_spread,
@@ -192,6 +194,23 @@ def test_matrix_is_the_mean_over_seeds(sweep: tuple[Path, dict]) -> None:
         values = [v for k, v in written["val_psnr"].items() if k[:-1] == key]
         assert spread[key].as_dict()["min"] == min(values)
         assert spread[key].as_dict()["max"] == max(values)
+    # the gain over the baseline per seed (the fake runs' baseline is 21 dB at every epoch)
+    gains = gain_spread(runs, "psnr")
+    for key, mean in expected_means(written["val_psnr"]).items():
+        assert gains[key].mean == pytest.approx(mean - 21.0, abs=1e-12)
+    # the cross-evaluation's baseline, averaged like the model's figures: per run over test sets, then seeds
+    cross_base = cross_mean_spread(runs, "baseline_psnr")
+    for model in MODELS:
+        for train in TRAIN:
+            per_seed = [
+                statistics.fmean(
+                    v
+                    for k, v in written["base_psnr"].items()
+                    if k[:2] == (model, train) and k[3] == str(s) and k[2].startswith("synthetic")
+                )
+                for s in SEEDS
+            ]
+            assert cross_base[(model, train)].mean == pytest.approx(statistics.fmean(per_seed), abs=1e-12)
 
 
 def test_collection_is_recursive_and_reads_each_run(sweep: tuple[Path, dict]) -> None:
@@ -553,7 +572,28 @@ def test_rendered_heatmaps_match_the_summaries(tmp_path: Path, sweep: tuple[Path
         for t, a in tags
         if t == "g" and "bar" in a.get("class", "").split() and a.get("data-metric") == "psnr"
     ]
-    assert len(bars) == 2 * len(MODELS) * len(TRAIN)  # validation and cross-evaluation means
+    assert len(bars) == 3 * len(MODELS) * len(TRAIN)  # validation, gain over the baseline, cross-evaluation
+    assert len([a for a in bars if a["data-kind"] == "gain"]) == len(MODELS) * len(TRAIN)
+    # every bar starts at 0 on an axis that starts at 0
+    bar_charts = [a for t, a in tags if t == "svg" and "data-y-from" in a and a.get("role") == "img"]
+    rects = [a for t, a in tags if t == "rect" and "data-from" in a]
+    assert len(rects) == 2 * len(bars) and {a["data-from"] for a in rects} == {"0"}  # PSNR and SSIM bars
+    # the baseline on every bar chart: ticks on value charts, the zero line on gain charts
+    assert (
+        len([a for t, a in tags if t == "line" and a.get("class") == "baseline-tick"]) == 2 * 2 * 4
+    )  # metrics x charts x bars
+    assert (
+        len([a for t, a in tags if t == "line" and a.get("class") == "baseline-zero"]) == 2
+    )  # one gain chart per metric
+    # learning curves: metric axes not from 0 are drawn broken, loss axes start at 0
+    broken = [a for a in bar_charts if a["data-y-broken"] == "true"]
+    assert broken and all(float(a["data-y-from"]) > 0 for a in broken)
+    assert len([t for t, a in tags if t == "g" and a.get("class") == "axis-break"]) == len(broken)
+    assert all(float(a["data-y-from"]) == 0 for a in bar_charts if a["data-y-broken"] == "false")
+    baselines = [a for t, a in tags if t == "polyline" and a.get("data-key") == "val/baseline_psnr"]
+    assert {(a["data-train"]) for a in baselines} == set(TRAIN) and len(baselines) == len(MODELS) * len(TRAIN)
+    # the spread over seeds is shown in every heatmap cell of more than one run
+    assert all(c.get("data-spread", "").startswith("± ") for c in dom.cells if c["data-n"] != "1")
     curves = [a for t, a in tags if t == "polyline" and a.get("data-key") == "val/psnr"]
     assert len(curves) == 6 and all(len(a["points"].split()) == EPOCHS for a in curves)
     assert len([a for t, a in tags if t == "polyline" and a.get("data-key") == "train/loss"]) == 2 * 6
@@ -579,3 +619,24 @@ def test_a_folder_of_older_summaries_renders_with_notes(tmp_path: Path) -> None:
     assert dom.cells == []
     assert set(dom.missing) == {"cross_eval", "real_eval", "history", "panel"}
     assert dom.missing["cross_eval"].startswith("No run has cross-evaluation results")
+
+
+@needs_chromium
+def test_a_tiny_difference_does_not_fill_the_colour_range(tmp_path: Path) -> None:
+    """Two models 0.01 dB apart: the heatmap's colour range still spans 2 dB, so their colours barely differ."""
+    for num, (model, psnr) in enumerate((("rcan", 25.00), ("unet", 25.01))):
+        run = tmp_path / "sweep" / f"{num}-{model}"
+        run.mkdir(parents=True)
+        scores = {"psnr": psnr, "ssim": 0.8, "baseline_psnr": 25.005, "baseline_ssim": 0.8}
+        summary = {"model": model, "crappifier": "poisson", "seed": 0, "cross_eval": {"poisson": scores}}
+        (run / "summary.json").write_text(json.dumps(summary))
+    dom, errors = _render(write_report(tmp_path / "sweep"), tmp_path)
+    assert errors == []
+    legend = next(a for t, a in dom.tags if t == "div" and a.get("data-legend") == "psnr")
+    assert float(legend["data-hi"]) - float(legend["data-lo"]) == pytest.approx(2.0)
+    colours = {
+        c["data-model"]: [int(v) for v in re.findall(r"\d+", c["style"].split("background:")[1])[:3]]
+        for c in dom.cells
+        if c["data-metric"] == "psnr" and c["data-role"] == "model"
+    }
+    assert max(abs(a - b) for a, b in zip(colours["rcan"], colours["unet"], strict=True)) <= 3

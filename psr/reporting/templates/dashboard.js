@@ -3,7 +3,9 @@
   var SVGNS = "http://www.w3.org/2000/svg";
   var D = JSON.parse(document.getElementById("psr-data").textContent);
   var main = document.getElementById("psr-main");
-  var METRIC = { psnr: { label: "PSNR", unit: " dB", digits: 2 }, ssim: { label: "SSIM", unit: "", digits: 3 } };
+  // span: the narrowest heatmap colour range, so that differences far below what matters (0.01 dB) do not
+  // fill the whole ramp; a wider spread of the values widens it.
+  var METRIC = { psnr: { label: "PSNR", unit: " dB", digits: 2, span: 2 }, ssim: { label: "SSIM", unit: "", digits: 3, span: 0.05 } };
   var PALETTE = ["#3b5bdb", "#e8590c", "#2b8a3e", "#c2255c", "#7048e8", "#0b7285", "#a61e4d", "#5c940d",
                  "#862e9c", "#d9480f"];
   var DASHES = ["", "6 3", "2 3", "8 3 2 3", "1 2"];
@@ -123,7 +125,8 @@
   // ------------------------------------------------------------------ heatmaps
   var heatSec = section("ablation", "Degradation ablation: train × test",
     "Rows: the degradation a model was trained on; columns: the degradation it was tested on (cross-evaluation) " +
-    "and real image pairs (italic). Each cell is the mean over seeds; hover for the spread. The diagonal is " +
+    "and real image pairs (italic). Each cell is the mean over seeds, under it ± the standard deviation over seeds " +
+    "and the number of runs (hover for each seed's value). The diagonal is " +
     "outlined; the last row is the " + D.baseline + " baseline on the same test images.");
   missingNote(heatSec, "cross_eval", "cross-evaluation results (cross_eval in summary.json; train with " +
     "cross_eval.crappifiers=[...] or experiment=degradation_ablation)");
@@ -164,6 +167,8 @@
           td.setAttribute("data-value", String(cell.mean));
           td.setAttribute("data-n", String(cell.n));
           td.textContent = fmt(cell.mean, M.digits);
+          // The spread over seeds, drawn under the mean by CSS (the cell's text stays the mean alone).
+          if (cell.n > 1) td.setAttribute("data-spread", "± " + fmt(cell.std, M.digits) + " (n=" + cell.n + ")");
           var tip = (isBase ? D.baseline + " baseline" : model + " trained on " + train) + ", tested on " + c.name +
             ": " + M.label + " " + fmt(cell.mean, M.digits) + M.unit + " ± " + fmt(cell.std, M.digits) +
             " (n=" + cell.n + ": " + cell.values.map(function (v) { return fmt(v, M.digits); }).join(", ") + ")";
@@ -196,8 +201,11 @@
       var gain = state.colour === "gain";
       var vals = mine.map(function (c) { return gain ? c.gain : c.value; }).filter(function (v) { return v !== null; });
       if (!vals.length) vals = [0, 1];  // nothing to colour by (no baseline figures for gains)
+      var M = METRIC[metric];
       var lo = Math.min.apply(null, vals), hi = Math.max.apply(null, vals);
-      if (gain) { hi = Math.max(Math.abs(lo), Math.abs(hi)) || 1; lo = -hi; }
+      var widened = hi - lo < M.span;
+      if (gain) { hi = Math.max(Math.abs(lo), Math.abs(hi), M.span / 2); lo = -hi; }
+      else if (widened) { var mid = (lo + hi) / 2; lo = mid - M.span / 2; hi = mid + M.span / 2; }
       var stops = gain ? DIV : SEQ;
       mine.forEach(function (c) {
         var v = gain ? c.gain : c.value;
@@ -206,11 +214,13 @@
         c.td.style.background = css(col);
         c.td.style.color = ink(col);
       });
-      var M = METRIC[metric];
       legend.textContent = "";
+      legend.setAttribute("data-lo", String(lo));
+      legend.setAttribute("data-hi", String(hi));
       append(legend, [gain ? "gain over " + D.baseline + " " : M.label + " ", h("span", { text: fmt(lo, M.digits) }),
         h("span", { class: "ramp", style: "background:" + gradient(stops) }), h("span", { text: fmt(hi, M.digits) + M.unit }),
-        " (one colour scale for all models)"]);
+        " (one colour scale for all models; it spans at least " + fmt(M.span, M.digits) + M.unit +
+        ", so smaller differences look alike" + (gain ? ", white = no gain" : "") + ")"]);
     });
   }
   paintHeatmaps();
@@ -224,17 +234,30 @@
     for (var v = start; v <= end + step * 1e-9; v += step) out.push(Number(v.toFixed(10)));
     return { lo: start, hi: end, ticks: out, step: step };
   }
-  function tickLabel(v, step) { var d = Math.max(0, -Math.floor(Math.log10(step) + 1e-9)); return v.toFixed(Math.min(d, 4)); }
+  function tickLabel(v, step) { var d = (String(Number(step.toFixed(10))).split(".")[1] || "").length; return v.toFixed(Math.min(d, 4)); }
+  // A y axis starts at 0 (every bar chart does), or it is drawn broken: a gap and two slashes at its foot,
+  // and the lowest tick labelled, so that a truncated axis never passes for a full one.
   function frame(W, H, m, yr, ylabel) {
-    var svg = s("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img" });
+    var broken = yr.lo > 0;
+    var svg = s("svg", { width: W, height: H, viewBox: "0 0 " + W + " " + H, role: "img", "data-y-from": yr.lo,
+      "data-y-broken": broken ? "true" : "false" });
     var y = function (v) { return m.t + (H - m.t - m.b) * (1 - (v - yr.lo) / (yr.hi - yr.lo)); };
     var grid = s("g", { class: "grid" }), axis = s("g", { class: "axis" });
     yr.ticks.forEach(function (t) {
       grid.appendChild(s("line", { x1: m.l, x2: W - m.r, y1: y(t), y2: y(t) }));
       axis.appendChild(s("text", { x: m.l - 6, y: y(t) + 4, "text-anchor": "end", text: tickLabel(t, yr.step) }));
     });
-    axis.appendChild(s("line", { x1: m.l, x2: m.l, y1: m.t, y2: H - m.b }));
-    axis.appendChild(s("line", { x1: m.l, x2: W - m.r, y1: H - m.b, y2: H - m.b }));
+    var foot = H - m.b;
+    axis.appendChild(s("line", { x1: m.l, x2: m.l, y1: m.t, y2: broken ? foot - 12 : foot }));
+    axis.appendChild(s("line", { x1: m.l, x2: W - m.r, y1: foot, y2: foot }));
+    if (broken) {
+      var mark = s("g", { class: "axis-break" }, [s("title", { text: "axis broken: it starts at " + tickLabel(yr.lo, yr.step) + ", not 0" })]);
+      [-11, -6].forEach(function (dy) {
+        mark.appendChild(s("line", { x1: m.l - 5, x2: m.l + 5, y1: foot + dy + 3, y2: foot + dy - 3, stroke: "#344054", "stroke-width": 1.5 }));
+      });
+      mark.appendChild(s("line", { x1: m.l, x2: m.l, y1: foot - 5, y2: foot }));
+      axis.appendChild(mark);
+    }
     axis.appendChild(s("text", { x: 12, y: m.t + (H - m.t - m.b) / 2, "text-anchor": "middle",
       transform: "rotate(-90 12 " + (m.t + (H - m.t - m.b) / 2) + ")", text: ylabel }));
     svg.appendChild(grid);
@@ -244,27 +267,31 @@
   function keyRow(items) {
     return h("div", { class: "keys" }, items.map(function (it) {
       var mark = s("svg", { width: 22, height: 8, class: "swatch-line" }, [s("line", { x1: 0, x2: 22, y1: 4, y2: 4,
-        stroke: it.color, "stroke-width": 2.5, "stroke-dasharray": it.dash || null })]);
+        stroke: it.color, "stroke-width": it.width || 2.5, "stroke-dasharray": it.dash || null })]);
       return h("span", {}, [mark, " " + it.label]);
     }));
   }
+  var BASE_COLOR = "#495057";
 
   // ------------------------------------------------------------------ bars
   var barSec = section("bars", "Models over seeds",
-    "Bar: mean over seeds; whisker: min–max over seeds; dots: the seeds. Grey tick: the " + D.baseline +
-    " baseline on the same images. Grouped by training degradation, one colour per model.");
-  function barChart(metric, list, baseList, title, ylabel) {
+    "Bar: mean over seeds; whisker: min–max over seeds; dots: the seeds. Dark tick: the " + D.baseline +
+    " baseline on the same images; on gain charts the baseline is the 0 line. Every bar axis starts at 0. " +
+    "Grouped by training degradation, one colour per model.");
+  // gain: the values are differences to the baseline, which is then the zero line.
+  function barChart(metric, list, baseList, title, gain) {
     var M = METRIC[metric];
     if (!list.length) return h("p", { class: "note", text: title + ": no data." });
     var at = byKey(list, ["model", "train"]), baseAt = byKey(baseList || [], ["model", "train"]);
-    var lows = [], highs = [];
+    var lows = [0], highs = [0];
     list.concat(baseList || []).forEach(function (c) { lows.push(c.min); highs.push(c.max); });
-    var span = Math.max.apply(null, highs) - Math.min.apply(null, lows);
-    var yr = ticks(Math.min.apply(null, lows) - span * 0.15, Math.max.apply(null, highs) + span * 0.05, 5);
+    var lo = Math.min.apply(null, lows), hi = Math.max.apply(null, highs), pad = (hi - lo) * 0.06;
+    var yr = ticks(lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : 0, 5);
     var groups = D.train.filter(function (t) { return D.models.some(function (m) { return at(m, t); }); });
     var bw = 22, gap = 8, gw = D.models.length * (bw + 4) + gap * 2;
-    var m = { l: 52, r: 10, t: 10, b: 44 }, W = Math.max(260, m.l + m.r + groups.length * gw), H = 250;
-    var F = frame(W, H, m, yr, M.label + M.unit), svg = F.svg;
+    var m = { l: 52, r: gain ? 64 : 10, t: 10, b: 44 }, W = Math.max(260, m.l + m.r + groups.length * gw), H = 250;
+    var ylabel = gain ? "gain over " + D.baseline + (M.unit ? " (" + M.unit.trim() + ")" : "") : M.label + M.unit;
+    var F = frame(W, H, m, yr, ylabel), svg = F.svg, zero = F.y(0);
     var palette = function (model) { return PALETTE[D.models.indexOf(model) % PALETTE.length]; };
     groups.forEach(function (train, gi) {
       var gx = m.l + gi * gw + gap;
@@ -272,10 +299,11 @@
       D.models.forEach(function (model, mi) {
         var c = at(model, train); if (!c) return;
         var x = gx + mi * (bw + 4), g = s("g", { class: "bar", "data-model": model, "data-train": train,
-          "data-metric": metric, "data-value": c.mean });
-        g.appendChild(s("rect", { x: x, y: F.y(c.mean), width: bw, height: Math.max(0, F.y(yr.lo) - F.y(c.mean)),
-          fill: palette(model), opacity: 0.8 }, [s("title", { text: model + " on " + train + ": " + fmt(c.mean, M.digits) +
-          M.unit + " (n=" + c.n + ", min " + fmt(c.min, M.digits) + ", max " + fmt(c.max, M.digits) + ")" })]));
+          "data-metric": metric, "data-value": c.mean, "data-kind": gain ? "gain" : "value" });
+        var what = gain ? "gain over " + D.baseline + " " : "";
+        g.appendChild(s("rect", { x: x, y: Math.min(zero, F.y(c.mean)), width: bw, height: Math.abs(zero - F.y(c.mean)),
+          fill: palette(model), opacity: 0.8, "data-from": 0 }, [s("title", { text: model + " on " + train + ": " + what +
+          fmt(c.mean, M.digits) + M.unit + " (n=" + c.n + ", min " + fmt(c.min, M.digits) + ", max " + fmt(c.max, M.digits) + ")" })]));
         g.appendChild(s("line", { x1: x + bw / 2, x2: x + bw / 2, y1: F.y(c.min), y2: F.y(c.max), stroke: "#111", "stroke-width": 1.5 }));
         [c.min, c.max].forEach(function (v) {
           g.appendChild(s("line", { x1: x + bw / 2 - 5, x2: x + bw / 2 + 5, y1: F.y(v), y2: F.y(v), stroke: "#111", "stroke-width": 1.5 }));
@@ -285,34 +313,50 @@
         if (b) {
           g.appendChild(s("line", { x1: x - 3, x2: x + bw + 3, y1: F.y(b.mean), y2: F.y(b.mean), stroke: "#fff", "stroke-width": 5 }));
           g.appendChild(s("line", { class: "baseline-tick", x1: x - 3, x2: x + bw + 3, y1: F.y(b.mean), y2: F.y(b.mean),
-            stroke: "#495057", "stroke-width": 2.5 }, [s("title", { text: D.baseline + " baseline: " + fmt(b.mean, M.digits) + M.unit })]));
+            stroke: BASE_COLOR, "stroke-width": 2.5 }, [s("title", { text: D.baseline + " baseline: " + fmt(b.mean, M.digits) + M.unit })]));
         }
         svg.appendChild(g);
       });
     });
-    var chart = h("div", { class: "chart" }, [h("h3", { text: title }), svg]);
-    chart.appendChild(keyRow(D.models.map(function (model) { return { label: model, color: palette(model) }; })));
+    if (gain) {
+      svg.appendChild(s("line", { class: "baseline-zero", x1: m.l, x2: W - m.r, y1: zero, y2: zero, stroke: BASE_COLOR,
+        "stroke-width": 2 }, [s("title", { text: D.baseline + " baseline: gain 0" })]));
+      svg.appendChild(s("text", { x: W - m.r + 4, y: zero + 4, text: "= " + D.baseline }));
+    }
+    var chart = h("div", { class: "chart", "data-chart": gain ? "gain" : "value" }, [h("h3", { text: title }), svg]);
+    var keys = D.models.map(function (model) { return { label: model, color: palette(model) }; });
+    if (gain || (baseList && baseList.length)) keys.push({ label: D.baseline + " baseline" + (gain ? " (0)" : ""), color: BASE_COLOR });
+    chart.appendChild(keyRow(keys));
     return chart;
   }
   ["psnr", "ssim"].forEach(function (metric) {
     var B = D.bars[metric], M = METRIC[metric];
     var view = h("div", { class: "metric-view charts", "data-metric": metric });
-    view.appendChild(barChart(metric, B.val, B.val_baseline, "Best validation " + M.label + " (own degradation)"));
-    if (B.cross.length) view.appendChild(barChart(metric, B.cross, null, "Cross-evaluation " + M.label + ", mean over test degradations"));
+    view.appendChild(barChart(metric, B.val, B.val_baseline, "Best validation " + M.label + " (own degradation)", false));
+    view.appendChild(barChart(metric, B.gain, null, "Gain in " + M.label + " over " + D.baseline + " (best validation epoch)", true));
+    if (B.cross.length) view.appendChild(barChart(metric, B.cross, B.cross_baseline, "Cross-evaluation " + M.label + ", mean over test degradations", false));
     barSec.appendChild(view);
   });
 
   // ------------------------------------------------------------------ learning curves
   var curveSec = section("curves", "Learning curves",
-    "Validation metric per epoch, one line per run: colour = training degradation, dash = seed; the dot marks the best epoch.");
+    "Validation metric per epoch, one line per run: colour = training degradation, dash = seed; the dot marks the best epoch. " +
+    "The wide pale line in the same colour is the " + D.baseline + " baseline on that degradation's validation pairs. " +
+    "Metric axes that do not start at 0 are drawn broken (two slashes at the foot); loss axes start at 0.");
   missingNote(curveSec, "history", "learning curves (history in summary.json)");
   var seeds = distinct("seed");
-  function curveChart(model, key, title, ylabel, bestKey) {
+  function curveChart(model, key, title, ylabel, bestKey, baseKey, fromZero) {
     var mine = runs.filter(function (r) { return r.label === model && r.history && r.history.some(function (p) { return p[key] !== undefined; }); });
     if (!mine.length) return null;
     var xs = [], ys = [];
-    mine.forEach(function (r) { r.history.forEach(function (p) { if (p[key] !== undefined) { xs.push(p.epoch); ys.push(p[key]); } }); });
-    var yr = ticks(Math.min.apply(null, ys), Math.max.apply(null, ys), 5);
+    mine.forEach(function (r) {
+      r.history.forEach(function (p) {
+        if (p[key] !== undefined) { xs.push(p.epoch); ys.push(p[key]); }
+        if (baseKey && p[baseKey] !== undefined) ys.push(p[baseKey]);
+      });
+    });
+    var ylo = Math.min.apply(null, ys), yhi = Math.max.apply(null, ys);
+    var yr = ticks(fromZero ? Math.min(0, ylo) : ylo - (yhi - ylo) * 0.08, yhi, 5);
     var x0 = Math.min.apply(null, xs), x1 = Math.max.apply(null, xs); if (x1 === x0) x1 = x0 + 1;
     var m = { l: 52, r: 12, t: 10, b: 34 }, W = 420, H = 240;
     var F = frame(W, H, m, yr, ylabel), svg = F.svg;
@@ -322,6 +366,16 @@
       svg.appendChild(s("text", { x: x(t), y: H - m.b + 14, "text-anchor": "middle", text: String(t) }));
     });
     svg.appendChild(s("text", { x: (m.l + W - m.r) / 2, y: H - 4, "text-anchor": "middle", text: "epoch" }));
+    var drawn = {};  // one baseline per training degradation: seeds share its fixed validation pairs
+    mine.forEach(function (r) {
+      var pts = baseKey ? r.history.filter(function (p) { return p[baseKey] !== undefined; }) : [];
+      if (!pts.length || drawn[r.crappifier]) return;
+      drawn[r.crappifier] = true;
+      svg.appendChild(s("polyline", { class: "baseline-curve", "data-key": baseKey, "data-train": r.crappifier, fill: "none",
+        stroke: colorOf(r.crappifier), "stroke-width": 6, "stroke-opacity": 0.28, "stroke-linecap": "round",
+        points: pts.map(function (p) { return x(p.epoch).toFixed(1) + "," + F.y(p[baseKey]).toFixed(1); }).join(" ") },
+        [s("title", { text: D.baseline + " baseline on " + r.crappifier + ": " + fmt(pts[pts.length - 1][baseKey], 3) })]));
+    });
     mine.forEach(function (r) {
       var pts = r.history.filter(function (p) { return p[key] !== undefined; });
       var color = colorOf(r.crappifier), dash = DASHES[Math.max(0, seeds.indexOf(r.seed)) % DASHES.length];
@@ -334,18 +388,22 @@
           [s("title", { text: r.name + ": best " + fmt(r.best[key], 3) + " at epoch " + r.best.epoch })]));
       }
     });
-    return h("div", { class: "chart" }, [h("h3", { text: model + " · " + title }), svg]);
+    var chart = h("div", { class: "chart" }, [h("h3", { text: model + " · " + title }), svg]);
+    if (!baseKey) chart.appendChild(h("p", { class: "note", text: "No baseline here: the " + D.baseline + " baseline has no training loss." }));
+    return chart;
   }
   var crapKeys = keyRow(D.train.map(function (t) { return { label: "trained on " + t, color: colorOf(t) }; })
-    .concat(seeds.map(function (sd, i) { return { label: "seed " + sd, color: "#444", dash: DASHES[i % DASHES.length] }; })));
+    .concat(seeds.map(function (sd, i) { return { label: "seed " + sd, color: "#444", dash: DASHES[i % DASHES.length] }; }))
+    .concat([{ label: D.baseline + " baseline", color: "rgba(73,80,87,0.35)", width: 6 }]));
   curveSec.appendChild(crapKeys);
   var anyCurve = false;
   ["psnr", "ssim"].forEach(function (metric) {
     var view = h("div", { class: "metric-view", "data-metric": metric });
     D.models.forEach(function (model) {
       var row = h("div", { class: "charts", "data-model-block": model });
-      var a = curveChart(model, "val/" + metric, "val/" + metric, METRIC[metric].label + METRIC[metric].unit, true);
-      var b = curveChart(model, "train/loss", "train/loss", "train loss", false);
+      var a = curveChart(model, "val/" + metric, "val/" + metric, METRIC[metric].label + METRIC[metric].unit, true,
+        "val/baseline_" + metric, false);
+      var b = curveChart(model, "train/loss", "train/loss", "train loss", false, null, true);
       if (a) row.appendChild(a);
       if (b) row.appendChild(b);
       if (a || b) { view.appendChild(row); anyCurve = true; }
