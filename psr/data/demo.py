@@ -45,17 +45,34 @@ def ensure_demo_store(
 
 
 class DemoDataModule(ZarrDataModule):
-    """A ``ZarrDataModule`` over deterministic fluorescence-like phantoms (see ``psr.data.phantoms``)."""
+    """A ``ZarrDataModule`` over deterministic fluorescence-like phantoms (see ``psr.data.phantoms``).
+
+    Takes every ``ZarrDataModule`` argument except the images' location: ``path`` and ``manifest`` must
+    stay ``None`` (``conf/data/demo.yaml`` inherits ``conf/data/zarr.yaml``, where both are null).
+    """
 
     def __init__(
-        self, cache_dir: str, n_images: int = 24, image_size: int = 512, phantom_seed: int = 0, **kwargs: Any
+        self,
+        cache_dir: str,
+        n_images: int = 24,
+        image_size: int = 512,
+        phantom_seed: int = 0,
+        path: str | None = None,
+        manifest: object = None,
+        **kwargs: Any,
     ) -> None:
+        if path is not None or manifest is not None:
+            key = "data.path" if path is not None else "data.manifest"
+            raise ValueError(
+                f"{key} is set but data=demo generates its own phantom images; expected {key}=null, or"
+                " data=zarr to train on your own images"
+            )
         self.demo_cache_dir = cache_dir
         self.n_images = n_images
         self.image_size = image_size
         self.phantom_seed = phantom_seed
-        path = demo_store_path(cache_dir, n_images, image_size, phantom_seed)
-        super().__init__(path=str(path), cache_dir=cache_dir, **kwargs)
+        store = demo_store_path(cache_dir, n_images, image_size, phantom_seed)
+        super().__init__(path=str(store), cache_dir=cache_dir, **kwargs)
 
     def prepare_data(self) -> None:
         ensure_demo_store(self.demo_cache_dir, self.n_images, self.image_size, self.phantom_seed)

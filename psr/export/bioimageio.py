@@ -252,7 +252,7 @@ def write_readme(
     trainer = dict(cfg.get("trainer") or {})
     module_cfg = dict(cfg.get("module") or {})
     data_kind = str(data.get("_target_", "?")).rsplit(".", 1)[-1]
-    if "path" in data:
+    if data.get("path"):
         data_text = f"`{data_kind}` reading `{Path(str(data['path'])).name}`"
     else:
         data_text = (

@@ -17,6 +17,7 @@ from torch import nn
 from psr.crappifiers.base import Crappifier
 from psr.metrics import psnr, ssim
 from psr.metrics.care import fit_affine
+from psr.metrics.keys import DEFAULT_MONITOR, SCORES
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -32,7 +33,7 @@ def val_seed_for(val_seed: int, batch_index: int) -> int:
     return val_seed * VAL_SEED_STRIDE + batch_index
 
 
-VAL_KEYS = ("loss", "psnr", "ssim", "baseline_psnr", "baseline_ssim")
+VAL_KEYS = SCORES
 
 
 def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
@@ -104,7 +105,7 @@ class RestorationModule(L.LightningModule):
         loss: nn.Module,
         optimizer: OptimizerFactory,
         scheduler: SchedulerFactory | None = None,
-        monitor: str = "val/psnr",
+        monitor: str = DEFAULT_MONITOR,
         baseline_mode: str = "bilinear",
         val_seed: int = 12345,
         n_panels: int = 4,
