@@ -1,0 +1,1 @@
+../../../scripts/calibrate_noise.py

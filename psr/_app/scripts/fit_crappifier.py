@@ -1,0 +1,1 @@
+../../../scripts/fit_crappifier.py
