@@ -234,7 +234,7 @@ class RestorationModule(L.LightningModule):
         inp, pred, target = self._score(batch, self._val_sums)
         self._val_count += target.shape[0]
         if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_panels(inp, pred, target)
+            self._log_panels(inp, pred, target, real="real" in batch)
 
     def _reduce(self, sums: dict[str, float], count: float, prefix: str) -> dict[str, float] | None:
         """Means over every image of the epoch (all DDP ranks); ``None`` when there was none."""
@@ -275,34 +275,75 @@ class RestorationModule(L.LightningModule):
         self.test_results = self._reduce(self._test_sums, float(self._test_count), "test") or {}
 
     # --- panels --------------------------------------------------------------------------------
-    def _log_panels(self, inp: torch.Tensor, pred: torch.Tensor, target: torch.Tensor) -> None:
+    def _log_panels(
+        self, inp: torch.Tensor, pred: torch.Tensor, target: torch.Tensor, real: bool = False
+    ) -> None:
+        """Draw the first ``n_panels`` validation images as input | prediction | target | baseline with
+        their PSNR and SSIM (and a scale bar where the images' pixel size is known); save the PNG as
+        ``panel_dir/val_epochNNN.png`` and send it to the loggers that take images (W&B)."""
         n = min(self.n_panels, target.shape[0])
-        if n == 0:
+        loggers = [lg for lg in self.loggers if callable(getattr(lg, "log_image", None))]
+        save = self.panel_dir is not None and self.global_rank == 0
+        if n == 0 or not (save or loggers):
             return
+        from psr.reporting.panels import PanelRow, source_pixel_size, validation_panel
+
+        target = target[:n].float()
         size = tuple(target.shape[2:])
-        rows = []
-        for i in range(n):
-            shown = centre_channels(inp[i : i + 1].float(), target.shape[1])
-            tiles = [upsample_to(shown, size, "nearest")[0], pred[i], target[i]]
-            # One display range per row, from the target, so the three tiles compare honestly.
-            t = target[i]
-            lo, hi = float(t.min()), float(t.max())
-            scale = hi - lo if hi > lo else 1.0
-            row = [((tile - lo) / scale).clamp(0, 1) for tile in tiles]
-            planes = [r[0] if r.dim() == 3 else r[0, r.shape[1] // 2] for r in row]  # first channel, mid Z
-            rows.append(torch.cat(planes, dim=-1))
-        grid = torch.cat(rows, dim=-2).detach().cpu().numpy()
-        image = (grid * 255).round().astype(np.uint8)
-        caption = "input (nearest) | prediction | target"
-        if self.panel_dir is not None and self.global_rank == 0:
+        shown = centre_channels(inp[:n].float(), target.shape[1])
+        prediction, baseline = pred[:n].float(), upsample_to(shown, size, self.baseline_mode)
+        if real:  # shown and scored as validation scores real pairs: after the affine fit to the target
+            prediction, baseline = (
+                fit_affine(prediction, target).float(),
+                fit_affine(baseline, target).float(),
+            )
+        scores = [
+            s.detach().cpu().tolist()
+            for s in (
+                psnr(prediction, target),
+                _ssim_per_image(prediction, target),
+                psnr(baseline, target),
+                _ssim_per_image(baseline, target),
+            )
+        ]
+
+        def plane(x: torch.Tensor) -> np.ndarray:  # (n, C, [Z,] Y, X) -> (n, Y, X): channel 1, middle Z
+            first = x[:, 0]
+            return (first[:, first.shape[1] // 2] if first.dim() == 4 else first).detach().cpu().numpy()
+
+        tiles = [plane(t) for t in (upsample_to(shown, size, "nearest"), prediction, target, baseline)]
+        rows = [PanelRow(*(t[i] for t in tiles), *(v[i] for v in scores)) for i in range(n)]
+        if not hasattr(self, "_panel_pixel"):  # once per run: the store's metadata does not change
+            datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+            self._panel_pixel = source_pixel_size(datamodule)
+        pixel_size, unit = self._panel_pixel or (None, None)
+        notes = [f"channel 1 of {target.shape[1]}"] if target.shape[1] > 1 else []
+        notes += [f"the middle plane of {size[0]}"] if target.dim() == 5 else []
+        notes += (
+            ["real pairs: prediction and baseline after their least-squares fit to the target"]
+            if real
+            else []
+        )
+        baseline_name = self.baseline_mode if tuple(inp.shape[2:]) != size else "identity"
+        image = validation_panel(
+            rows,
+            baseline_name=baseline_name,
+            pixel_size=pixel_size,
+            unit=unit,
+            title=f"validation · epoch {self.current_epoch} · step {self.global_step}",
+            note="; ".join(notes),
+        )
+        if save:
             from skimage.io import imsave
 
+            assert self.panel_dir is not None
             self.panel_dir.mkdir(parents=True, exist_ok=True)
             imsave(self.panel_dir / f"val_epoch{self.current_epoch:03d}.png", image, check_contrast=False)
-        for logger in self.loggers:
-            log_image = getattr(logger, "log_image", None)
-            if callable(log_image):
-                log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
+        caption = (
+            f"input (nearest) | prediction | target | baseline ({baseline_name}), epoch {self.current_epoch}"
+        )
+        for logger in loggers:
+            logger.log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
 
     # --- optimisation and checkpoints ----------------------------------------------------------
     def configure_optimizers(self) -> Any:
