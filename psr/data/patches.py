@@ -13,6 +13,7 @@ import torch
 from scipy.ndimage import uniform_filter
 from torch.utils.data import Dataset
 
+from psr.data.augment import Augmenter
 from psr.data.normalise import apply_range
 from psr.data.omezarr import ImageRef
 from psr.data.statistics import PercentileTable
@@ -88,6 +89,9 @@ class PatchDataset(Dataset[torch.Tensor]):
     at most ``max_tries`` times in all; then the best candidate is kept. ``percentile_jitter`` draws the
     normalisation percentiles per training patch from two ranges ``((lo_min, lo_max), (hi_min, hi_max))``,
     interpolated from each source's stored percentile table (no pixels re-read); fixed sets never jitter.
+    ``augment``: ``True`` flips every spatial axis and rotates Y/X by a multiple of 90° (square patches) at
+    random; an ``Augmenter`` (``psr.data.augment``) applies its albumentations transforms instead, seeded
+    from the patch's own random stream.
     """
 
     def __init__(
@@ -98,7 +102,7 @@ class PatchDataset(Dataset[torch.Tensor]):
         *,
         seed: int = 0,
         fixed: bool = False,
-        augment: bool = False,
+        augment: bool | Augmenter = False,
         frames: int = 1,
         foreground_fraction: float = 0.0,
         foreground_threshold: float = 0.2,
@@ -189,7 +193,9 @@ class PatchDataset(Dataset[torch.Tensor]):
             raise ValueError(
                 f"image {src.ref.name} holds NaN/Inf values in a patch; expected finite intensities"
             )
-        if self.augment:
+        if isinstance(self.augment, Augmenter):
+            block = self.augment(block, int(rng.integers(2**32)))
+        elif self.augment:
             for axis in range(1, block.ndim):
                 if rng.random() < 0.5:
                     block = np.flip(block, axis)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from psr.data.augment import make_augment
 from psr.data.omezarr import ImageRef, Manifest, ManifestImage, discover_images, read_manifest
 from psr.data.patches import (
     PatchDataset,
@@ -91,6 +92,8 @@ class ZarrDataModule(L.LightningDataModule):
         spatial_dims: 2 for ``(C, Y, X)`` patches (t and z become samples), 3 for ``(C, Z, Y, X)``.
         channels: channel indices to use (all when ``None``).
         percentiles: low/high percentiles mapped to 0 and 1 per image and channel.
+        augment: training patches only: ``True`` random flips and 90° rotations, ``False`` none, or a list
+            of albumentations transforms (``psr.data.augment``; Hydra instantiates their ``_target_``).
         val_fraction: share of images held out for validation (a single image is split by rows). A
             store whose root carries a psr manifest is split by it instead (see ``setup``).
         frames: multi-frame patches (PSSR-MF): a window of this many neighbouring frames along
@@ -118,7 +121,7 @@ class ZarrDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         percentiles: Sequence[float] = (1.0, 99.8),
         input_smoothing: float = 0.0,
-        augment: bool = True,
+        augment: bool | Sequence[Any] = True,
         num_workers: int | None = 0,
         pin_memory: bool | None = False,
         persistent_workers: bool | None = None,
@@ -193,7 +196,7 @@ class ZarrDataModule(L.LightningDataModule):
                 f"data.input_smoothing must be a Gaussian sigma in [0, 8] pixels, got {input_smoothing}"
             )
         self.input_smoothing = float(input_smoothing)
-        self.augment = augment
+        self.augment = make_augment(augment)
         # Loader settings; None: 0 workers, no pinning, workers kept alive when there are any, and
         # torch's prefetch depth (the training task picks them from the machine for data.*: null).
         self.num_workers = int(num_workers or 0)
