@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import importlib
+import inspect
 import math
+import pkgutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,6 +38,18 @@ from psr.crappifiers import (
     ScanLineJitter,
 )
 from psr.crappifiers.noise import sample_gamma
+
+_PSF_DIR = tempfile.TemporaryDirectory(prefix="psr-psf-")  # removed when the test session ends
+
+
+@functools.cache
+def _psf_file() -> str:
+    """A small Gaussian PSF as a ``.npy`` file, written once."""
+    yy, xx = np.mgrid[-3:4, -3:4]
+    path = Path(_PSF_DIR.name) / "psf.npy"
+    np.save(path, np.exp(-(yy**2 + xx**2) / 3.0).astype(np.float32))
+    return str(path)
+
 
 # (operator, is random, the batch dimensionalities it takes)
 OPERATORS: dict[str, tuple[Callable[[], Crappifier], bool, tuple[int, ...]]] = {
@@ -81,20 +98,39 @@ OPERATORS: dict[str, tuple[Callable[[], Crappifier], bool, tuple[int, ...]]] = {
         (2, 3),
     ),
     "multi-frame": (lambda: MultiFrame(Chain([Downsample(2), PoissonNoise(30.0)])), True, (2, 3)),
+    "psf-from-file": (lambda: PSFFromFile(_psf_file()), False, (2, 3)),
 }
+
+
+def discover_operators() -> list[type[Crappifier]]:
+    """Every ``Crappifier`` subclass defined in a module of the ``psr.crappifiers`` package, found by
+    walking the package (not a list): a new operator module is picked up the moment it exists."""
+    import psr.crappifiers as package
+
+    found: dict[str, type[Crappifier]] = {}
+    for info in pkgutil.iter_modules(package.__path__, package.__name__ + "."):
+        module = importlib.import_module(info.name)
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, Crappifier) and obj is not Crappifier and obj.__module__ == module.__name__:
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return [found[k] for k in sorted(found)]
+
+
+def default_constructible(cls: type) -> bool:
+    """Whether ``cls()`` needs no argument."""
+    return all(
+        p.default is not inspect.Parameter.empty or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        for p in inspect.signature(cls).parameters.values()
+    )
 
 
 def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("name", sorted(OPERATORS))
-@pytest.mark.parametrize("dims", [2, 3])
-def test_operator_contract(name: str, dims: int) -> None:
-    build, random, supported = OPERATORS[name]
-    if dims not in supported:
-        pytest.skip(f"{name} takes {supported}D batches only")
-    op = build()
+def check_contract(op: Crappifier, dims: int, random: bool | None) -> None:
+    """Shapes at the operator's scale, dtype and device kept, finite, the same output for the same seed;
+    with ``random`` another seed gives another output (``None``: not known, not checked)."""
     shape = (4, 3, 24, 24) if dims == 2 else (2, 2, 8, 24, 24)
     x = torch.rand(shape, generator=gen(99))
     out = op(x, gen(0))
@@ -106,6 +142,31 @@ def test_operator_contract(name: str, dims: int) -> None:
     assert torch.equal(out, op(x, gen(0)))  # same seed, same degradation
     if random:
         assert not torch.equal(out, op(x, gen(1)))  # another seed, another one
+
+
+@pytest.mark.parametrize("name", sorted(OPERATORS))
+@pytest.mark.parametrize("dims", [2, 3])
+def test_operator_contract(name: str, dims: int) -> None:
+    build, random, supported = OPERATORS[name]
+    if dims not in supported:
+        pytest.skip(f"{name} takes {supported}D batches only")
+    check_contract(build(), dims, random)
+
+
+def test_every_operator_of_the_package_has_a_contract_example() -> None:
+    discovered = discover_operators()
+    assert {Downsample, PoissonNoise, Chain, PSFFromFile} <= set(discovered)  # the walk reaches every module
+    covered = {type(m) for build, _, _ in OPERATORS.values() for m in build().modules()}
+    missing = [f"{c.__module__}.{c.__qualname__}" for c in discovered if c not in covered]
+    assert not missing, f"operators without an example in OPERATORS (add one with its dims): {missing}"
+
+
+@pytest.mark.parametrize(
+    "cls", [c for c in discover_operators() if default_constructible(c)], ids=lambda c: c.__qualname__
+)
+def test_every_operator_works_with_its_defaults(cls: type[Crappifier]) -> None:
+    """Found by walking the package: a new operator with default arguments is tested with no edit here."""
+    check_contract(cls(), 2, None)
 
 
 def test_float64_batches_keep_their_dtype() -> None:

@@ -23,6 +23,8 @@ from omegaconf import OmegaConf
 from psr.crappifiers import Crappifier
 from psr.crappifiers.plugins import (
     ENTRY_POINT_GROUP,
+    PluginImportError,
+    PluginTypeError,
     config_from_signature,
     load_crappifier,
     plugin_entry_points,
@@ -278,3 +280,22 @@ def test_train_cli_runs_a_plugin_crappifier(plugin_site: Path, tmp_path: Path, c
     assert summary["scale"] == 2
     resolved = OmegaConf.load(run / ".hydra" / "config.yaml")
     assert resolved.crappifier == {"_target_": f"{MODULE}.AreaBin", "factor": "${scale}", "sigma": 0.01}
+
+
+def test_every_installed_plugin_passes_the_operator_contract(plugin_site: Path) -> None:  # noqa: ARG001
+    """The entry points of every installed distribution (here with the fake one) are discovered and each
+    operator that takes no mandatory argument runs the operators' contract; only the fake distribution's
+    deliberately broken entries may fail to load (their errors have their own tests)."""
+    from tests.crappifiers.test_operators import check_contract, default_constructible
+
+    loaded: dict[str, type[Crappifier]] = {}
+    for name, ep in sorted(plugin_entry_points().items()):
+        try:
+            loaded[name] = load_crappifier(ep)
+        except (PluginImportError, PluginTypeError):
+            assert ep.value.startswith(f"{MODULE}:"), f"installed crappifier plugin {name!r} does not load"
+    assert {"addconst", "areabin", "gain"} <= set(loaded)
+    tested = [name for name, cls in loaded.items() if default_constructible(cls)]
+    for name in tested:
+        check_contract(loaded[name](), 2, None)
+    assert {"addconst", "areabin"} <= set(tested) and "gain" not in tested  # gain has a mandatory argument
