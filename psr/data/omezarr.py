@@ -383,14 +383,17 @@ def write_ome_zarr_collection(
     unit: str = "micrometer",
     chunks: Sequence[int] | None = None,
     attributes: dict[str, Any] | None = None,
+    levels: int = 2,
+    channel_names: Sequence[str] = (),
 ) -> Path:
-    """Write ``images`` as OME-Zarr images (NGFF 0.5, zstd) under one zarr group at ``path``, atomically.
+    """Write in-memory ``images`` as OME-Zarr images (NGFF 0.5, zstd) under one zarr group at ``path``.
 
-    The store is written under a temporary name beside ``path`` and renamed when complete, so a crash
-    never leaves a store that looks finished. Each image gets a 2-level pyramid for viewers (napari,
-    Fiji via its OME-Zarr reader); training reads level 0.
+    Each image goes through ``psr.io.writer.OmeZarrWriter`` with ``levels`` resolution levels (arrays
+    ``s0``, ``s1``...; training reads level 0) and ``omero`` metadata; the root lists them for viewers
+    (``OME/``). The store is written under a temporary name beside ``path`` and renamed when complete,
+    so a crash never leaves a store that looks finished.
     """
-    from ome_zarr.writer import write_image  # imported here: it pulls in dask (~3 s)
+    from psr.io.writer import OmeZarrWriter, write_collection_root
 
     path = Path(path)
     if path.exists():
@@ -398,25 +401,28 @@ def write_ome_zarr_collection(
     names = list(names) if names is not None else [f"img_{i:03d}" for i in range(len(images))]
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     try:
-        root = zarr.open_group(str(tmp), mode="w")
-        if attributes:
-            root.attrs.update(attributes)
+        root = zarr.open_group(str(tmp), mode="w", zarr_format=3)
         for name, image in zip(names, images, strict=True):
             if image.ndim != len(axes):
                 raise ValueError(f"image {name} has {image.ndim} axes but axes='{axes}'")
-            group = root.create_group(name)
             spatial = {ax: float(v) for ax, v in (pixel_size or {}).items() if ax in axes}
-            scale = {ax: spatial.get(ax, 1.0) for ax in axes} if spatial else None
-            write_image(
-                image,
-                group,
-                scale_factors=(2,),
-                axes=axes,
-                scale=scale,
-                axes_units={ax: unit for ax in spatial} or None,
-                storage_options={"chunks": tuple(chunks)} if chunks else None,
+            writer = OmeZarrWriter(
+                root.create_group(name),
+                axes,
+                image.shape,
+                image.dtype,
                 name=name,
+                levels=levels,
+                chunks=chunks,
+                pixel_size=spatial,
+                unit=unit if spatial else None,
+                channel_names=channel_names,
             )
+            writer.write({}, image)
+            writer.close()
+        write_collection_root(root, names)
+        if attributes:
+            root.attrs.update(attributes)
         try:
             os.replace(tmp, path)
         except OSError:

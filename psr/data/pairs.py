@@ -1,11 +1,11 @@
-"""Real image pairs: a low-quality acquisition and its high-quality twin, from PNG, TIFF or zarr files.
+"""Real image pairs: a low-quality acquisition and its high-quality twin, from any format ``psr.io`` reads.
 
 ``list_images`` expands a file, a folder or a glob (or a list of them) into ``ImageFile`` records;
 ``match_pairs`` pairs the low and the high list by sorted order or by name; ``ImageFile.header`` gives the
-shape and axes without reading pixels, and ``read_planes`` reads one image as a batch of planes
+shape and axes without reading pixels (files are opened through ``psr.io``'s reader table), and ``read_planes`` reads one image as a batch of planes
 ``(N, C, *spatial)`` float32 for a model with ``spatial_dims`` spatial axes.
 
-Axes use one letter each: ``c`` channel (a TIFF ``C`` or ``S`` axis, the colour of an RGB PNG), ``t``,
+Axes use one letter each (``psr.io.psr_axes``): ``c`` channel (a TIFF ``C`` or ``S`` axis, the colour of an RGB PNG), ``t``,
 ``z``, ``y``, ``x``, and ``q`` for any other axis (TIFF ``Q``, ``I``, ...). Axes that are neither channels
 nor spatial become separate planes (samples) of the batch. Nothing here assumes RGB, 8 bits or 2D.
 """
@@ -21,26 +21,25 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from psr.errors import DataError
+from psr.io.formats import FILE_SUFFIXES, open_images
+from psr.io.read_zarr import is_zarr as _is_zarr
+from psr.io.source import Source
+from psr.io.units import convert
+
 if TYPE_CHECKING:
     from psr.data.omezarr import ImageRef
 
-FILE_SUFFIXES = (".png", ".tif", ".tiff")
 ChannelChoice = int | str | None
 
 
-class PairError(ValueError):
+class PairError(DataError):
     """Bad pair input: a path that does not exist or matches nothing, mismatched lists or shapes."""
-
-
-def _is_zarr(path: Path) -> bool:
-    return path.is_dir() and (
-        path.suffix == ".zarr" or any((path / m).exists() for m in ("zarr.json", ".zgroup", ".zarray"))
-    )
 
 
 def _stem(path: Path) -> str:
     name = path.name
-    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", ".tiff", ".tif", ".png"):
+    for suffix in (".ome.zarr", ".ome.tiff", ".ome.tif", ".zarr", *FILE_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
     return path.stem
@@ -62,68 +61,37 @@ class ImageFile:
 
     @property
     def pixel_size(self) -> float | None:
-        """The X pixel size from OME-Zarr metadata; ``None`` where the file carries none (PNG, TIFF)."""
-        if self.ref is not None and "x" in self.ref.pixel_size:
-            return float(self.ref.pixel_size["x"])
-        return None
+        """The X pixel size (in micrometres where the file names its unit); ``None`` where it has none."""
+        if self.ref is not None:
+            return float(self.ref.pixel_size["x"]) if "x" in self.ref.pixel_size else None
+        source = self._source()
+        size = source.pixel_size.get("x")
+        return convert(float(size), source.unit, "micrometer") if size is not None else None
+
+    def _source(self) -> Source:
+        try:
+            return open_images(self.path)[0]
+        except DataError as err:
+            raise PairError(f"image {err}") from err
 
     def header(self) -> tuple[tuple[int, ...], str]:
         """Shape and axes (see the module docstring) without reading the pixels."""
         if self.ref is not None:
             return tuple(self.ref.shape), self.ref.axes
-        suffix = self.path.suffix.lower()
-        try:
-            if suffix == ".png":
-                from PIL import Image
-
-                with Image.open(self.path) as im:
-                    width, height = im.size
-                    grey = im.mode in _GREY_MODES
-                return ((height, width), "yx") if grey else ((height, width, 3), "yxc")
-            import tifffile
-
-            with tifffile.TiffFile(self.path) as tif:
-                series = tif.series[0]
-                return tuple(int(s) for s in series.shape), _tiff_axes(str(series.axes))
-        except (OSError, ValueError, IndexError) as err:
-            raise PairError(f"image {self.path} cannot be read ({type(err).__name__}: {err})") from err
+        source = self._source()
+        return tuple(source.shape), source.axes
 
     def read(self) -> np.ndarray:
         """All pixels, axes as ``header()`` says (an RGBA or grey+alpha PNG loses its alpha band)."""
         if self.ref is not None:
             return np.asarray(self.ref.open()[...])
         try:
-            if self.path.suffix.lower() == ".png":
-                from PIL import Image
-
-                with Image.open(self.path) as opened:
-                    if opened.mode in ("LA", "La"):
-                        array = np.asarray(opened.convert("L"))
-                    elif opened.mode in _GREY_MODES:
-                        array = np.asarray(opened)
-                    else:  # RGB(A), and a colour lookup table (P): its RGB colours, not the indices
-                        array = np.asarray(opened.convert("RGB"))
-                return array
-            import tifffile
-
-            return np.asarray(tifffile.imread(self.path, series=0))
+            with self._source() as source:
+                return source.read()
         except (OSError, ValueError) as err:
+            if isinstance(err, PairError):
+                raise
             raise PairError(f"image {self.path} cannot be read ({type(err).__name__}: {err})") from err
-
-
-# PIL modes read as one intensity band (an alpha band is dropped); every other mode is read as RGB.
-_GREY_MODES = ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
-
-
-def _tiff_axes(axes: str) -> str:
-    """tifffile's series axes (``YXS``, ``ZCYX``, ``QYX`` ...) as psr's letters."""
-    out = []
-    for letter in axes.upper():
-        mapped = {"S": "c", "C": "c", "Z": "z", "T": "t", "Y": "y", "X": "x"}.get(letter, "q")
-        if mapped == "c" and "c" in out:
-            mapped = "q"
-        out.append(mapped)
-    return "".join(out)
 
 
 def _expand(spec: str, key: str) -> list[ImageFile]:
@@ -133,18 +101,18 @@ def _expand(spec: str, key: str) -> list[ImageFile]:
         matches = [Path(p) for p in sorted(globlib.glob(str(path)))]
         if not matches:
             raise PairError(
-                f"{key}={spec} matches no file; expected a PNG/TIFF file, a zarr store, a folder or a glob"
+                f"{key}={spec} matches no file; expected an image file, a zarr store, a folder or a glob"
             )
         files: list[ImageFile] = []
         for match in matches:
             if _is_zarr(match) or match.suffix.lower() in FILE_SUFFIXES:
                 files.extend(_expand(str(match), key))
         if not files:
-            raise PairError(f"{key}={spec} matches no PNG, TIFF or zarr image ({len(matches)} other paths)")
+            raise PairError(f"{key}={spec} matches no image file or zarr store ({len(matches)} other paths)")
         return files
     if not path.exists():
         raise PairError(
-            f"{key}={spec} does not exist; expected a PNG/TIFF file, a zarr store, a folder or a glob"
+            f"{key}={spec} does not exist; expected an image file, a zarr store, a folder or a glob"
         )
     if _is_zarr(path):
         from psr.data.omezarr import discover_images  # ome-zarr only when there is zarr input
@@ -156,7 +124,7 @@ def _expand(spec: str, key: str) -> list[ImageFile]:
     if path.is_file():
         if path.suffix.lower() not in FILE_SUFFIXES:
             raise PairError(
-                f"{key}={spec} is a {path.suffix or 'suffix-less'} file; expected PNG, TIFF or zarr"
+                f"{key}={spec} is a {path.suffix or 'suffix-less'} file; expected one of {', '.join(FILE_SUFFIXES)} or zarr"
             )
         return [ImageFile(path)]
     files = []
@@ -166,7 +134,7 @@ def _expand(spec: str, key: str) -> list[ImageFile]:
         elif child.is_file() and child.suffix.lower() in FILE_SUFFIXES:
             files.append(ImageFile(child))
     if not files:
-        raise PairError(f"{key}={spec} is a folder with no PNG, TIFF or zarr image")
+        raise PairError(f"{key}={spec} is a folder with no image file or zarr store")
     return files
 
 

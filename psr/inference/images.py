@@ -1,83 +1,80 @@
-"""Input images for prediction, opened lazily, and how a model's axes map onto them.
+"""Input images for prediction, opened lazily through ``psr.io``, and how a model's axes map onto them.
 
-``open_input`` opens a TIFF (multi-page, OME-TIFF, ImageJ hyperstack; memory-mapped when its pixels are
-stored contiguously, else read through ``tifffile``'s zarr store), a PNG / JPEG, a zarr array or an
-OME-Zarr image, and names its axes with the letters ``t c z y x`` (``q`` for an axis the file does not
-name). ``plan_layout`` matches those axes to a model: the spatial axes a tile spans (``y x`` for 2D
-models, ``z y x`` for 3D ones), the channels it reads, and the planes predicted one after the other
-(``t``, and ``z`` for a 2D model). Nothing reads more than a tile, except ``input_statistics``, which
-reads a strided subsample, as training does.
+``open_input`` opens any format of ``psr.io``'s reader table (TIFF / OME-TIFF / ImageJ, PNG / JPEG, zarr and
+OME-Zarr, CZI / ND2 / LIF with the ``formats`` extra) and names its axes with the letters ``t c z y x``
+(``q`` for an axis the file does not name). ``plan_layout`` matches those axes to a model: the spatial axes
+a tile spans (``y x`` for 2D models, ``z y x`` for 3D ones), the channels it reads, and the planes
+predicted one after the other (``t``, and ``z`` for a 2D model). Nothing reads more than a tile, except
+``input_statistics``, which reads a strided subsample, as training does.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 import numpy as np
-import zarr
 
+from psr.errors import DataError
 from psr.inference.errors import PredictionError
 from psr.inference.tiling import Region
+from psr.io import Source, find_format, open_images
+from psr.io.read_raster import SUFFIXES as PICTURE_SUFFIXES
+from psr.io.read_tiff import SUFFIXES as TIFF_SUFFIXES
+from psr.io.read_zarr import is_zarr
+from psr.io.units import normalise_unit as _normalise_unit
 
-TIFF_SUFFIXES = (".tif", ".tiff")
-PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg")
 AXIS_LETTERS = "tczyx"
 # Values per channel read to estimate percentiles: training's psr.data.zarr.STATS_SUBSAMPLE (a test keeps
 # them equal). Not imported from there: that module loads Lightning, seconds that prediction never needs.
 STATS_SUBSAMPLE = 1 << 22
-
-# Units as OME-Zarr (UDUNITS-2 names) from the spellings TIFF writers use.
-_UNITS = {
-    "µm": "micrometer",
-    "μm": "micrometer",
-    "um": "micrometer",
-    "micron": "micrometer",
-    "microns": "micrometer",
-    "micrometer": "micrometer",
-    "\\u00b5m": "micrometer",
-    "nm": "nanometer",
-    "nanometer": "nanometer",
-    "mm": "millimeter",
-    "millimeter": "millimeter",
-    "cm": "centimeter",
-    "centimeter": "centimeter",
-    "m": "meter",
-    "meter": "meter",
-}
+__all__ = ["PICTURE_SUFFIXES", "TIFF_SUFFIXES", "InputImage", "Layout", "open_input", "plan_layout"]
 
 
 def normalise_unit(unit: object) -> str | None:
-    """A UDUNITS-2 length name (``micrometer``) for a TIFF unit spelling (``µm``, ``micron``), or None."""
-    return _UNITS.get(str(unit).strip().lower()) if unit else None
+    """A UDUNITS-2 length name (``micrometer``) for a unit spelling (``µm``, ``micron``), or None."""
+    return _normalise_unit(unit, strict=False)
 
 
 @dataclass
 class InputImage:
-    """An image opened for reading: array-like ``data`` (NumPy indexing), one axis letter per axis.
+    """An image opened for reading: ``source`` (a ``psr.io`` image) with its axes as prediction names them.
 
-    ``axes`` uses ``t c z y x``, and ``q`` for an axis the file leaves unnamed. ``pixel_size`` holds the
-    physical size of ``z``, ``y`` and ``x`` where the file records it, in ``unit``. Close it when done
-    (it is a context manager).
+    ``axes`` uses ``t c z y x``, and ``q`` for an axis the file leaves unnamed (``axes=...`` renames
+    them). ``pixel_size`` holds the physical size of ``z``, ``y`` and ``x`` where the file records it, in
+    ``unit``. Close it when done (it is a context manager).
     """
 
-    data: Any
-    axes: str
-    name: str
+    source: Source
+    axes: str = ""
+    name: str = ""
     pixel_size: dict[str, float] = field(default_factory=dict)
     unit: str | None = None
-    closers: list[Callable[[], Any]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self) -> None:
+        self.axes = self.axes or self.source.axes
+        self.name = self.name or self.source.where
+        self.pixel_size = self.pixel_size or dict(self.source.pixel_size)
+        self.unit = self.unit or self.source.unit
+
+    @property
+    def data(self) -> Any:
+        """The open pixel reader (NumPy indexing): a memory-map-like reader or a zarr array."""
+        return self.source.reader()
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return tuple(int(n) for n in self.data.shape)
+        return tuple(int(n) for n in self.source.shape)
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        return self.source.channel_names
 
     def close(self) -> None:
-        while self.closers:
-            self.closers.pop()()
+        self.source.close()
 
     def __enter__(self) -> InputImage:
         return self
@@ -87,18 +84,16 @@ class InputImage:
 
 
 def input_kind(path: Path) -> str:
-    """``tiff``, ``picture`` or ``zarr`` from a path's suffix or content; raises ``PredictionError``."""
-    suffix = path.suffix.lower()
-    if suffix in TIFF_SUFFIXES:
-        return "tiff"
-    if suffix in PICTURE_SUFFIXES:
-        return "picture"
-    if path.is_dir() or suffix == ".zarr":
-        return "zarr"
-    raise PredictionError(
-        f"input {path} has an unknown format; expected a .tif/.tiff, .png/.jpg image, a zarr array or an"
-        " OME-Zarr image"
-    )
+    """The name of the input's format in ``psr.io``'s reader table; raises ``PredictionError``."""
+    found = find_format(path) if path.exists() or path.suffix else None
+    if found is None and path.suffix.lower() == ".zarr":
+        return "zarr / OME-Zarr"
+    if found is None:
+        raise PredictionError(
+            f"input {path} has an unknown format; expected a .tif/.tiff, .png/.jpg image, a zarr array, an"
+            " OME-Zarr image, or .czi/.nd2/.lif with the formats extra"
+        )
+    return found.name
 
 
 def open_input(path: str | Path, axes: str | None = None) -> InputImage:
@@ -112,9 +107,18 @@ def open_input(path: str | Path, axes: str | None = None) -> InputImage:
         raise PredictionError(
             f"input {path} does not exist; expected a TIFF, PNG/JPEG, zarr array or OME-Zarr image"
         )
-    kind = input_kind(path)
-    opener = {"tiff": _open_tiff, "picture": _open_picture, "zarr": _open_zarr}[kind]
-    image = opener(path)
+    input_kind(path)
+    try:
+        sources = open_images(path)
+    except DataError as err:
+        raise PredictionError(f"input {err}") from err
+    if len(sources) > 1 and is_zarr(path):
+        names = ", ".join(s.where.removeprefix(f"{path}/") for s in sources[:4])
+        raise PredictionError(
+            f"input {path} holds {len(sources)} images ({names}{', ...' if len(sources) > 4 else ''}); pick"
+            f" one, e.g. input={Path(sources[0].where).parent}"
+        )
+    image = InputImage(sources[0])
     if axes is not None:
         try:
             image.axes = _check_axes(str(axes), image)
@@ -137,137 +141,6 @@ def _check_axes(axes: str, image: InputImage) -> str:
             f"axes={axes} is not a valid axis order: each of t, c, z, y, x at most once (found {', '.join(bad)})"
         )
     return letters
-
-
-def _tiff_axes(axes: str) -> str:
-    """tifffile's axis codes → ``t c z y x`` (samples ``S`` are channels); unknown or repeated → ``q``."""
-    mapping = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
-    out = ""
-    for code in axes.upper():
-        letter = mapping.get(code, "q")
-        out += "q" if letter != "q" and letter in out else letter
-    return out
-
-
-def _tiff_pixel_size(tif: Any) -> tuple[dict[str, float], str | None]:
-    """Physical pixel size from OME-XML or ImageJ metadata (plain TIFF resolution tags are usually DPI)."""
-    import tifffile
-
-    if tif.is_ome and tif.ome_metadata:
-        try:
-            image = tifffile.xml2dict(tif.ome_metadata)["OME"]["Image"]
-            pixels = (image[0] if isinstance(image, list) else image)["Pixels"]
-        except (KeyError, IndexError, TypeError, ValueError):
-            return {}, None
-        ome_sizes = {
-            ax: float(pixels[f"PhysicalSize{ax.upper()}"])
-            for ax in "zyx"
-            if f"PhysicalSize{ax.upper()}" in pixels
-        }
-        return ome_sizes, normalise_unit(pixels.get("PhysicalSizeXUnit", "µm"))
-    meta = tif.imagej_metadata or {}
-    unit = normalise_unit(meta.get("unit"))
-    if not unit:
-        return {}, None
-    sizes: dict[str, float] = {}
-    page = tif.pages.first
-    for ax, tag in (("x", "XResolution"), ("y", "YResolution")):
-        value = page.tags.get(tag)
-        if value is not None:
-            num, den = value.value
-            if num > 0 and den > 0:
-                sizes[ax] = float(den) / float(num)
-    if meta.get("spacing"):
-        sizes["z"] = float(meta["spacing"])
-    return sizes, unit
-
-
-def _open_tiff(path: Path) -> InputImage:
-    import tifffile
-
-    try:
-        tif = tifffile.TiffFile(path)
-    except (tifffile.TiffFileError, OSError, ValueError) as err:
-        raise PredictionError(f"input {path} is not a readable TIFF ({err})") from err
-    try:
-        series = tif.series[0]
-        axes = _tiff_axes(series.axes)
-        pixel_size, unit = _tiff_pixel_size(tif)
-        if series.dataoffset is not None and len(series.levels) == 1:
-            # Uncompressed, contiguous pixels: a memory map reads exactly the rows a tile needs.
-            data: Any = tifffile.memmap(path, series=0, mode="r")
-            tif.close()
-            return InputImage(data, axes, str(path), pixel_size, unit)
-        store = tif.aszarr(series=0, level=0)
-        data = zarr.open_array(store, mode="r")
-        return InputImage(data, axes, str(path), pixel_size, unit, [tif.close, store.close])
-    except PredictionError:
-        tif.close()
-        raise
-    except Exception as err:  # noqa: BLE001 - a TIFF tifffile cannot lay out as an array
-        tif.close()
-        raise PredictionError(f"input {path} is not a readable TIFF ({type(err).__name__}: {err})") from err
-
-
-def _open_picture(path: Path) -> InputImage:
-    import skimage.io
-
-    try:
-        data = np.asarray(skimage.io.imread(path))
-    except Exception as err:  # noqa: BLE001 - any decoder failure: not a readable picture
-        raise PredictionError(f"input {path} is not a readable image ({type(err).__name__}: {err})") from err
-    if data.ndim == 3 and path.suffix.lower() == ".png" and data.shape[-1] in (2, 4):
-        data = data[..., :-1]  # PNG alpha is transparency, not signal
-    if data.ndim == 3 and data.shape[-1] == 1:
-        data = data[..., 0]
-    if data.ndim not in (2, 3):
-        raise PredictionError(
-            f"input {path} has shape {list(data.shape)}; expected (Y, X) or (Y, X, channels)"
-        )
-    return InputImage(data, "yx" if data.ndim == 2 else "yxc", str(path))
-
-
-def _open_zarr(path: Path) -> InputImage:
-    from psr.data.omezarr import discover_images
-
-    try:
-        refs = discover_images(path)
-    except (FileNotFoundError, ValueError) as err:
-        raise PredictionError(f"input {path}: {err}") from err
-    except Exception as err:  # noqa: BLE001 - unreadable zarr metadata
-        raise PredictionError(
-            f"input {path} is not a readable zarr store ({type(err).__name__}: {err})"
-        ) from err
-    if len(refs) != 1:
-        names = ", ".join(ref.array_path or "." for ref in refs[:4])
-        raise PredictionError(
-            f"input {path} holds {len(refs)} images ({names}{', ...' if len(refs) > 4 else ''}); pick one,"
-            f" e.g. input={Path(refs[0].store) / Path(refs[0].array_path).parent}"
-        )
-    ref = refs[0]
-    return InputImage(ref.open(), ref.axes.lower(), ref.name, dict(ref.pixel_size), _omezarr_unit(ref))
-
-
-def _omezarr_unit(ref: Any) -> str | None:
-    """The unit of the first spatial axis of an OME-Zarr image's multiscales metadata, if any."""
-    if not ref.array_path:
-        return None
-    parent = str(PurePosixPath(ref.array_path).parent)
-    parent = "" if parent == "." else parent
-    try:
-        group = (
-            zarr.open_group(ref.store, path=parent, mode="r")
-            if parent
-            else zarr.open_group(ref.store, mode="r")
-        )
-        attrs: dict[str, Any] = dict(group.attrs)
-        multiscales: list[Any] = (attrs.get("ome") or attrs).get("multiscales") or []
-        for axis in multiscales[0].get("axes", []):
-            if isinstance(axis, dict) and axis.get("type") == "space" and axis.get("unit"):
-                return str(axis["unit"])
-    except Exception:  # noqa: BLE001 - units are optional metadata
-        return None
-    return None
 
 
 @dataclass(frozen=True)

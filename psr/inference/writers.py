@@ -2,8 +2,9 @@
 
 ``StagedOutput`` stages everything (the output and prediction's scratch arrays) in a temporary folder
 beside the output and renames the output into place only when it is complete; on any failure the folder
-is removed, so nothing that looks finished is left behind. ``OmeZarrSink`` and ``TiffSink`` take finished
-blocks ``(C, *block)`` of one plane and write them where they belong: neither ever holds the image.
+is removed, so nothing that looks finished is left behind. ``OmeZarrSink`` (a pyramid, through
+``psr.io.writer``) and ``TiffSink`` take finished blocks ``(C, *block)`` of one plane and write them where
+they belong: neither ever holds the image.
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ import zarr
 
 from psr.inference.errors import PredictionError
 from psr.inference.tiling import Region
+from psr.io.units import IMAGEJ_UNITS
 
 CHUNK_2D = (1024, 1024)
 CHUNK_3D = (8, 512, 512)
-_IMAGEJ_UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m"}
 
 
 def output_format(path: str | Path) -> str:
@@ -108,58 +109,57 @@ def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
 
 
 class OmeZarrSink:
-    """An OME-Zarr image (NGFF 0.5, zarr v3, one resolution level ``0``, zstd) written block by block."""
+    """An OME-Zarr image (NGFF 0.5, zarr v3, zstd) written block by block through ``psr.io.writer``.
+
+    ``levels`` resolution levels (``0``, ``1``...; ``None``: enough for Y and X to shrink to 256 pixels,
+    one for small outputs) are built while streaming; ``close`` adds the ``omero`` channel metadata.
+    """
 
     def __init__(
-        self, path: Path, geometry: OutputGeometry, name: str, attributes: Mapping[str, Any] | None = None
+        self,
+        path: Path,
+        geometry: OutputGeometry,
+        name: str,
+        attributes: Mapping[str, Any] | None = None,
+        levels: int | None = None,
     ) -> None:
-        from ome_zarr.format import FormatV05
-        from ome_zarr.writer import write_multiscales_metadata
+        from psr.io.writer import OmeZarrWriter, auto_levels
 
         self.geometry = geometry
-        group = zarr.open_group(str(path), mode="w", zarr_format=3)
-        self.array = group.create_array(
-            "0",
-            shape=geometry.shape,
+        self.writer = OmeZarrWriter(
+            zarr.open_group(str(path), mode="w", zarr_format=3),
+            geometry.axes,
+            geometry.shape,
+            "float32",
+            name=name,
+            levels=levels if levels is not None else auto_levels(geometry.shape, geometry.axes),
             chunks=geometry.chunks,
-            dtype="float32",
-            fill_value=0.0,
-            dimension_names=list(geometry.axes),
+            pixel_size=geometry.pixel_size,
+            unit=geometry.unit,
+            path="{}",
+            attributes=attributes,
         )
-        kinds = {"t": "time", "c": "channel", "z": "space", "y": "space", "x": "space"}
-        axes: list[dict[str, str]] = []
-        for a in geometry.axes:
-            axis = {"name": a, "type": kinds[a]}
-            if kinds[a] == "space" and geometry.unit and a in geometry.pixel_size:
-                axis["unit"] = geometry.unit
-            axes.append(axis)
-        scale = [float(geometry.pixel_size.get(a, 1.0)) for a in geometry.axes]
-        datasets = [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]
-        write_multiscales_metadata(group, datasets, fmt=FormatV05(), axes=axes, name=name)
-        if attributes:
-            group.attrs.update(dict(attributes))
+        self.array = self.writer.arrays[0]
+        self.closed = False
 
     def write(self, plane: Mapping[str, int], region: Region, values: np.ndarray) -> None:
-        self.array[self.geometry.index(plane, region)] = values.reshape(
-            self._block_shape(values.shape[0], region)
-        )
+        spatial = dict(zip(self.geometry.spatial, region, strict=True))
+        where = {
+            a: spatial[a] if a in spatial else slice(int(plane[a]), int(plane[a]) + 1)
+            for a in self.geometry.axes
+            if a != "c"
+        }
+        shape = [values.shape[0] if a == "c" else where[a].stop - where[a].start for a in self.geometry.axes]
+        self.writer.write(where, values.reshape(shape))
 
     def write_plane(self, plane: Mapping[str, int], values: np.ndarray) -> None:
         """A whole plane ``(C, *spatial)`` in one call: zarr compresses and stores its chunks concurrently."""
         self.write(plane, _whole(self.geometry), values)
 
-    def _block_shape(self, channels: int, region: Region) -> tuple[int, ...]:
-        spatial = dict(zip(self.geometry.spatial, region, strict=True))
-        shape: list[int] = []
-        for a in self.geometry.axes:
-            if a == "c":
-                shape.append(channels)
-            elif a in spatial:
-                shape.append(spatial[a].stop - spatial[a].start)
-        return tuple(shape)
-
     def close(self) -> None:
-        return None
+        if not self.closed:
+            self.closed = True
+            self.writer.close()
 
 
 class TiffSink:
@@ -180,7 +180,7 @@ class TiffSink:
         kwargs: dict[str, Any] = {}
         px = geometry.pixel_size
         if geometry.unit and "x" in px and "y" in px:
-            metadata["unit"] = _IMAGEJ_UNITS.get(geometry.unit, geometry.unit)
+            metadata["unit"] = IMAGEJ_UNITS.get(geometry.unit, geometry.unit)
             kwargs["resolution"] = (1.0 / px["x"], 1.0 / px["y"])
             if "z" in px:
                 metadata["spacing"] = px["z"]

@@ -1,10 +1,7 @@
-"""The one exception type that entry points turn into a clear message and a non-zero exit."""
+"""The exception entry points turn into a clear message and a non-zero exit (defined in ``psr.errors``)."""
 
 from __future__ import annotations
 
+from psr.errors import ConfigError, DataError, PsrError
 
-class ConfigError(ValueError):
-    """Bad input or an inconsistent configuration, found before any work starts.
-
-    The message is one sentence naming the config key or file, what was found and what was expected.
-    """
+__all__ = ["ConfigError", "DataError", "PsrError"]

@@ -27,7 +27,9 @@ from psr.data.ingest import (
     parse_chunks,
     plan_bands,
 )
+from psr.data.ingest import write as ingest_write
 from psr.data.omezarr import discover_images
+from psr.io.source import ContiguousReader
 from tests.conftest import ROOT, SHARED_DATA
 
 RNG = np.random.default_rng(0)
@@ -255,7 +257,9 @@ def test_manifest_splits_roles_pairs_and_consolidation(tmp_path: Path) -> None:
     meta = json.loads((out.path / "zarr.json").read_text())["consolidated_metadata"]["metadata"]
     assert {"001_a", "001_a/s0", "001_a/s1", "x_2/s0"} <= set(meta)
     assert len(discover_images(out.path)) == 5
-    assert sorted(root.group_keys()) == ["001_a", "002_a", "010_a", "x", "x_2"]
+    images = ["001_a", "002_a", "010_a", "x", "x_2"]
+    assert sorted(root.group_keys()) == sorted(["OME", *images])  # OME/ lists the images for viewers
+    assert sorted(dict(root["OME"].attrs)["ome"]["series"]) == images
 
 
 def test_flag_splits_are_by_image_and_seeded(tmp_path: Path) -> None:
@@ -383,7 +387,7 @@ def test_contiguous_reader_reads_blocks(tmp_path: Path, index: tuple[slice, ...]
     data = RNG.integers(0, 60000, (4, 5, 9, 11)).astype(">u2")  # big-endian, as some TIFFs store it
     path = tmp_path / "raw.bin"
     path.write_bytes(b"x" * 17 + data.tobytes())
-    reader = ingest_mod._ContiguousReader(path, 17, data.shape, data.dtype)
+    reader = ContiguousReader(path, 17, data.shape, data.dtype)
     np.testing.assert_array_equal(reader[index], data[index])
 
 
@@ -435,7 +439,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, Any], st
     tifffile.imwrite(tmp_path / "inf.tif", inf)
     Image.fromarray(RNG.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "rgb.png")
     tifffile.imwrite(tmp_path / "tiny.tif", np.zeros((8, 40), np.uint8))
-    (tmp_path / "image.czi").write_bytes(b"ZISRAWFILE")
+    (tmp_path / "image.xyz").write_bytes(b"XYZ")
     (tmp_path / "missing.yaml").write_text("images:\n  - {path: nothere.tif, split: train}\n")
     (tmp_path / "noglob.yaml").write_text('images:\n  - {path: "clean/*.tif"}\n')
     p = tmp_path
@@ -451,7 +455,7 @@ def _bad_inputs(tmp_path: Path) -> dict[str, tuple[list[str], dict[str, Any], st
             r"rgb.png: found 3 RGB samples where one channel is expected; pass --channel",
         ),
         "too-small": ([str(p / "tiny.tif")], {}, r"tiny.tif: the image is 8x40 pixels.*--min-size 16"),
-        "unknown-format": ([str(p / "image.czi")], {}, r"image.czi' has an unknown format '.czi'"),
+        "unknown-format": ([str(p / "image.xyz")], {}, r"image.xyz' has an unknown format '.xyz'"),
         "missing-file": ([], {"manifest": p / "missing.yaml"}, r"'nothere.tif' does not exist"),
         "empty-glob": ([], {"manifest": p / "noglob.yaml"}, r"'clean/\*.tif' matches no image"),
         "good-then-bad": ([str(p / "good.tif"), str(p / "nan.tif")], {}, r"nan.tif: found nan"),
@@ -491,8 +495,8 @@ def test_interrupt_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    original = ingest_mod.read_block
-    monkeypatch.setattr(ingest_mod, "read_block", interrupted)
+    original = ingest_write.read_block
+    monkeypatch.setattr(ingest_write, "read_block", interrupted)
     with pytest.raises(KeyboardInterrupt):
         ingest([tmp_path / "in"], tmp_path / "out.ome.zarr")
     assert len(calls) == 2 and _no_leftovers(tmp_path) == []
@@ -540,20 +544,18 @@ def test_a_store_finished_meanwhile_by_another_job_is_kept(
 ) -> None:
     """Two parallel jobs ingesting the same sources: the one that finishes second keeps the first one's store
     (its readers may already be using it) instead of swapping it out."""
-    from psr.data import ingest as ingest_module
-
     src = tmp_path / "a.tif"
     tifffile.imwrite(src, RNG.integers(0, 255, (32, 32), dtype=np.uint8))
     out = tmp_path / "cache" / "ingest.ome.zarr"
-    real_write = ingest_module._write_store
+    real_write = ingest_write._write_store
 
     def other_job_finishes_first(output: Path, the_plan: Any, *args: Any) -> int:
         real_write(output, the_plan, *args)  # the other job, done while this one was writing
         (output / "other-job").write_text("x")
         return real_write(output, the_plan, *args)
 
-    monkeypatch.setattr(ingest_module, "_write_store", other_job_finishes_first)
-    result = ingest_module.ingest([str(src)], out, overwrite=True)
+    monkeypatch.setattr(ingest_write, "_write_store", other_job_finishes_first)
+    result = ingest_mod.ingest([str(src)], out, overwrite=True)
     assert not result.up_to_date
     assert (out / "other-job").exists()  # the other job's store is still the one in place
     assert not list(out.parent.glob(".*tmp-*")) and not list(out.parent.glob(".*old-*"))
