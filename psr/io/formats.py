@@ -49,7 +49,7 @@ def format_names() -> str:
 def find_format(path: Path) -> Format | None:
     """The format of ``path`` (a zarr folder whatever its name), or ``None``."""
     if is_zarr(path):
-        return FORMATS[2]
+        return next(f for f in FORMATS if f.read is read_zarr)
     suffix = path.suffix.lower()
     return next((f for f in FORMATS if suffix in f.suffixes), None)
 
