@@ -21,7 +21,10 @@ def main(argv: list[str] | None = None) -> int:
         "-o", "--output", type=Path, default=None, help="the HTML file (default <sweep_dir>/report.html)"
     )
     parser.add_argument(
-        "--panel-size", type=int, default=512, help="longest side in pixels of embedded panels (default 512)"
+        "--panel-size",
+        type=int,
+        default=1024,
+        help="longest side in pixels of embedded panels (default 1024)",
     )
     args = parser.parse_args(argv)
     if args.panel_size < 16:

@@ -91,7 +91,7 @@ def report_data(
     runs: Sequence[RunRecord],
     skipped: Sequence[Skipped] = (),
     title: str = "",
-    panel_size: int = 512,
+    panel_size: int = 1024,
 ) -> dict[str, Any]:
     """Everything the page draws, as plain JSON-able data."""
     runs = list(runs)
@@ -176,7 +176,7 @@ def build_report(
     runs: Sequence[RunRecord],
     skipped: Sequence[Skipped] = (),
     title: str = "psr sweep report",
-    panel_size: int = 512,
+    panel_size: int = 1024,
 ) -> str:
     """The self-contained HTML page of ``runs`` (``skipped`` summaries are listed in a warning box)."""
     data = report_data(runs, skipped, title, panel_size)
@@ -194,7 +194,7 @@ def build_report(
 def write_report(
     sweep_dir: str | Path,
     out: str | Path | None = None,
-    panel_size: int = 512,
+    panel_size: int = 1024,
 ) -> Path:
     """Write the report of the runs under ``sweep_dir`` to ``out`` (default ``<sweep_dir>/report.html``;
     a folder gets ``report.html`` inside), under a temporary name renamed when complete.

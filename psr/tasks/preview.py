@@ -70,13 +70,13 @@ def preview(cfg: DictConfig, n_draws: int = 4, output: str | None = None, n_patc
     span = float(np.percentile(np.abs(residuals), 99.5)) or float(np.abs(residuals).max()) or 1.0
 
     tile = 2.3
-    fig = plt.figure(figsize=(tile * (1 + 2 * n_draws) + 0.9, (tile + 0.9) * n_patches + 2.9), dpi=100)
+    fig = plt.figure(figsize=(tile * (1 + 2 * n_draws) + 1.4, (tile + 0.9) * n_patches + 2.9), dpi=100)
     grid = fig.add_gridspec(
         n_patches + 1,
         1 + 2 * n_draws,
         height_ratios=[1] * n_patches + [0.9],
         left=0.045,
-        right=1 - 0.9 / fig.get_figwidth(),
+        right=1 - 1.4 / fig.get_figwidth(),
         top=1 - 0.7 / fig.get_figheight(),
         bottom=0.5 / fig.get_figheight(),
         hspace=0.55,
@@ -109,7 +109,7 @@ def preview(cfg: DictConfig, n_draws: int = 4, output: str | None = None, n_patc
             if i == 0:
                 ax.set_title("residual", fontsize=9)
     assert shown_residual is not None
-    bar = fig.add_axes((1 - 0.75 / fig.get_figwidth(), 0.35, 0.15 / fig.get_figwidth(), 0.5))
+    bar = fig.add_axes((1 - 1.2 / fig.get_figwidth(), 0.35, 0.15 / fig.get_figwidth(), 0.5))
     fig.colorbar(shown_residual, cax=bar, extend="both").set_label(
         "residual: degraded − clean\n(normalised intensity; one range for all)", fontsize=8
     )

@@ -288,7 +288,7 @@
     var lo = Math.min.apply(null, lows), hi = Math.max.apply(null, highs), pad = (hi - lo) * 0.06;
     var yr = ticks(lo < 0 ? lo - pad : 0, hi > 0 ? hi + pad : 0, 5);
     var groups = D.train.filter(function (t) { return D.models.some(function (m) { return at(m, t); }); });
-    var bw = 22, gap = 8, gw = D.models.length * (bw + 4) + gap * 2;
+    var bw = 22, gap = 8, gw = Math.max(74, D.models.length * (bw + 4) + gap * 2);  // room for the group's name
     var m = { l: 52, r: gain ? 64 : 10, t: 10, b: 44 }, W = Math.max(260, m.l + m.r + groups.length * gw), H = 250;
     var ylabel = gain ? "gain over " + D.baseline + (M.unit ? " (" + M.unit.trim() + ")" : "") : M.label + M.unit;
     var F = frame(W, H, m, yr, ylabel), svg = F.svg, zero = F.y(0);
@@ -366,11 +366,12 @@
       svg.appendChild(s("text", { x: x(t), y: H - m.b + 14, "text-anchor": "middle", text: String(t) }));
     });
     svg.appendChild(s("text", { x: (m.l + W - m.r) / 2, y: H - 4, "text-anchor": "middle", text: "epoch" }));
-    var drawn = {};  // one baseline per training degradation: seeds share its fixed validation pairs
+    var drawn = {};  // runs with the same validation pairs (seeds of a degradation, often) share one baseline line
     mine.forEach(function (r) {
       var pts = baseKey ? r.history.filter(function (p) { return p[baseKey] !== undefined; }) : [];
-      if (!pts.length || drawn[r.crappifier]) return;
-      drawn[r.crappifier] = true;
+      var id = r.crappifier + "|" + pts.map(function (p) { return p.epoch + ":" + p[baseKey].toFixed(6); }).join(",");
+      if (!pts.length || drawn[id]) return;
+      drawn[id] = true;
       svg.appendChild(s("polyline", { class: "baseline-curve", "data-key": baseKey, "data-train": r.crappifier, fill: "none",
         stroke: colorOf(r.crappifier), "stroke-width": 6, "stroke-opacity": 0.28, "stroke-linecap": "round",
         points: pts.map(function (p) { return x(p.epoch).toFixed(1) + "," + F.y(p[baseKey]).toFixed(1); }).join(" ") },
@@ -413,7 +414,8 @@
   if (!anyCurve) curveSec.appendChild(h("p", { class: "note", text: "No learning curves to draw." }));
 
   // ------------------------------------------------------------------ panels
-  var panelSec = section("panels", "Validation panels (last epoch)", "Each panel: input (nearest) | prediction | target.");
+  var panelSec = section("panels", "Validation panels (last epoch)",
+    "Each panel: input (nearest) | prediction | target | baseline, with each row's PSNR / SSIM and grey range.");
   missingNote(panelSec, "panel", "validation panels (panels/val_epoch*.png)");
   var grid = h("div", { class: "panels" });
   runs.forEach(function (r) {
