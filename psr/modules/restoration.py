@@ -282,9 +282,9 @@ class RestorationModule(L.LightningModule):
         their PSNR and SSIM (and a scale bar where the images' pixel size is known); save the PNG as
         ``panel_dir/val_epochNNN.png`` and send it to the loggers that take images (W&B)."""
         n = min(self.n_panels, target.shape[0])
-        loggers = [lg for lg in self.loggers if callable(getattr(lg, "log_image", None))]
+        log_images = [log for lg in self.loggers if callable(log := getattr(lg, "log_image", None))]
         save = self.panel_dir is not None and self.global_rank == 0
-        if n == 0 or not (save or loggers):
+        if n == 0 or not (save or log_images):
             return
         from psr.reporting.panels import PanelRow, source_pixel_size, validation_panel
 
@@ -342,8 +342,8 @@ class RestorationModule(L.LightningModule):
         caption = (
             f"input (nearest) | prediction | target | baseline ({baseline_name}), epoch {self.current_epoch}"
         )
-        for logger in loggers:
-            logger.log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
+        for log_image in log_images:
+            log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
 
     # --- optimisation and checkpoints ----------------------------------------------------------
     def configure_optimizers(self) -> Any:

@@ -129,6 +129,9 @@ def test_the_module_draws_its_scores_per_row(
         return original(rows, **options)
 
     monkeypatch.setattr(panels, "validation_panel", spy)
+    logged: list[dict] = []
+    image_logger = SimpleNamespace(log_image=lambda **kwargs: logged.append(kwargs))
+    monkeypatch.setattr(type(module), "loggers", property(lambda self: [image_logger, SimpleNamespace()]))
     gen = torch.Generator().manual_seed(0)
     target = torch.rand(3, 1, 16, 16, generator=gen)
     inp = torch.nn.functional.avg_pool2d(target, 2)
@@ -143,3 +146,6 @@ def test_the_module_draws_its_scores_per_row(
     assert ("real pairs" in drawn["note"]) is real
     png = imread(tmp_path / "panels" / "val_epoch000.png")
     assert png.shape[2] == 3 and png.shape[1] >= 900
+    # the same picture goes to the loggers that take images (W&B), once
+    assert len(logged) == 1 and logged[0]["key"] == "val/panels"
+    assert np.array_equal(logged[0]["images"][0], png) and "baseline (bilinear)" in logged[0]["caption"][0]
