@@ -3,27 +3,26 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from psr.tasks import entry  # noqa: E402  (also registers the run-folder resolvers)
+
 
 # The evaluation has its own config tree: its `data` group (crappified, pairs, ready-made real sets) is
 # not the training `data` group of conf/data.
 @hydra.main(version_base="1.3", config_path="conf/evaluate", config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    from psr.tasks.errors import ConfigError
     from psr.tasks.evaluate import evaluate
 
-    try:
-        evaluate(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Bad input, a full disk, SIGTERM: one error line and a non-zero exit (psr/tasks/entry.py).
+    entry.run_task(evaluate, cfg)
+    print(f"psr: evaluation written to {entry.hydra_run_dir()}", flush=True)
 
 
 if __name__ == "__main__":
+    entry.check_overrides()  # unquoted spaces or µ: one error line, not a lexer report
     main()

@@ -6,25 +6,23 @@ image that appears in a folder, as it appears:
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from psr.tasks import entry  # noqa: E402
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")
 def main(cfg: DictConfig) -> None:
-    from psr.tasks.errors import ConfigError
     from psr.tasks.predict import predict
 
-    try:
-        predict(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Bad input, a full disk, SIGTERM: one error line and a non-zero exit (psr/tasks/entry.py).
+    entry.run_task(predict, cfg)
 
 
 if __name__ == "__main__":
+    entry.check_overrides()  # unquoted spaces or µ: one error line, not a lexer report
     main()

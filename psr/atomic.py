@@ -2,8 +2,11 @@
 
 Every output psr writes (summaries, metrics, reports, figures, presets) goes through ``write_atomic`` or
 ``atomic_path``: the content is written to a temporary file beside the target (same folder, so the rename
-is atomic), given the usual permissions (``0o666`` minus the umask, unlike ``mkstemp``'s private files) and
-renamed over the target; on any failure the temporary file is removed and the target is left as it was.
+is atomic), given the usual permissions (``0o666`` minus the umask, unlike ``mkstemp``'s private files),
+flushed to the disk (``fsync``) and renamed over the target, and the folder's entry is flushed too: after a
+crash or a power cut the target is the old file or the new one, never a truncated mix. On any failure (a
+full disk, Ctrl-C) the temporary file is removed and the target is left as it was; an ``OSError`` names
+the target.
 """
 
 from __future__ import annotations
@@ -28,25 +31,44 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     The temporary name keeps ``path``'s suffix, so writers that pick a format from it (matplotlib) work.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}-", suffix=f"{target.suffix}.tmp", dir=target.parent)
-    os.close(fd)
-    staged = Path(tmp).with_suffix("")  # ".name-XXXX.json": the real suffix last
+    tmp = staged = None
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{target.stem}-", suffix=f"{target.suffix}.tmp", dir=target.parent
+        )
+        os.close(fd)
+        staged = Path(tmp).with_suffix("")  # ".name-XXXX.json": the real suffix last
         os.replace(tmp, staged)
         yield staged
         os.chmod(staged, 0o666 & ~_umask())
+        _fsync(staged)
         os.replace(staged, target)
+        _fsync(target.parent)
+    except OSError as err:
+        if err.errno is None:
+            raise
+        # Name the target, not the temporary (errors from write() name no file at all).
+        raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(target)) from err
     finally:
         for leftover in (tmp, staged):
-            if os.path.exists(leftover):
+            if leftover is not None and os.path.exists(leftover):
                 os.remove(leftover)
 
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
+def _fsync(path: Path) -> None:
+    """Flush a file's (or a folder's) content to the disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_atomic(path: str | os.PathLike[str], data: str | bytes | bytearray | memoryview) -> Path:
     """Write ``data`` (text as UTF-8, or bytes) to ``path`` atomically; return the path."""
     with atomic_path(path) as tmp:
-        if isinstance(data, bytes):
+        if not isinstance(data, str):
             tmp.write_bytes(data)
         else:
             tmp.write_text(data, encoding="utf-8")

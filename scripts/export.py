@@ -8,7 +8,6 @@ bioimageio.core's model test passed). Bad input: one ``error: ...`` line on stde
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
@@ -18,16 +17,16 @@ from omegaconf import DictConfig  # noqa: E402
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")
 def main(cfg: DictConfig) -> None:
-    from psr.tasks.errors import ConfigError
+    from psr.tasks.entry import run_task
     from psr.tasks.export import export, summary_line
 
-    try:
-        summary = export(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Bad input, a full disk, SIGTERM: one error line and a non-zero exit (psr/tasks/entry.py).
+    summary = run_task(export, cfg)
     print(summary_line(summary))
 
 
 if __name__ == "__main__":
+    from psr.tasks.entry import check_overrides
+
+    check_overrides()  # unquoted spaces or µ: one error line, not a lexer report
     main()

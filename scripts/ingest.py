@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from psr.data.ingest import IngestError, IngestOptions, ingest, parse_channel, parse_chunks
+    from psr.faults import interrupt_exit_code, interrupt_name, os_error_sentence, stop_on_sigterm
 
     try:
         if args.sources and args.manifest:
@@ -76,20 +77,26 @@ def main(argv: list[str] | None = None) -> int:
             seed=args.seed,
         )
         start = time.perf_counter()
-        result = ingest(
-            args.sources or None,
-            args.output,
-            manifest=args.manifest,
-            options=options,
-            overwrite=args.overwrite,
-            progress=not args.quiet and sys.stderr.isatty(),
-        )
+        with stop_on_sigterm():  # SIGTERM (kill, SLURM) cleans up like Ctrl-C
+            result = ingest(
+                args.sources or None,
+                args.output,
+                manifest=args.manifest,
+                options=options,
+                overwrite=args.overwrite,
+                progress=not args.quiet and sys.stderr.isatty(),
+            )
     except IngestError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted; no store was written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"error: interrupted by {interrupt_name(err)}; no store was written", file=sys.stderr)
+        return interrupt_exit_code(err)
+    except OSError as err:  # a full disk, an unwritable folder: one line, not a traceback
+        if (sentence := os_error_sentence(err)) is None:
+            raise
+        print(f"error: {sentence}; no store was written", file=sys.stderr)
+        return 2
     if result.up_to_date:
         print(f"{result.path} is up to date (same sources and options); nothing to do")
         return 0

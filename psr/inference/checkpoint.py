@@ -117,3 +117,81 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     load_state_into(net, generator_state(ckpt), path)
     net.eval().requires_grad_(False)
     return LoadedModel(net=net.to(device), config=config, path=Path(path))
+
+
+def _model_name(config: dict[str, Any]) -> str:
+    return str((config.get("model") or {}).get("_target_", "an unknown model")).rsplit(".", 1)[-1]
+
+
+def check_resumable(path: str | Path, run_config: dict[str, Any]) -> dict[str, Any]:
+    """Check, before Lightning reads it, that ``path`` is a psr training checkpoint this run can resume.
+
+    ``run_config`` is the resolved config of the run that resumes. Raises ``CheckpointError`` with one
+    sentence naming what differs: a file that is not a checkpoint, a weights-only or foreign checkpoint
+    (no training state, no ``psr_config``), another model or training module, another scale, other
+    channels. Returns the checkpoint dictionary (for ``check_fits``).
+    """
+    ckpt = read_checkpoint(path)
+    if "pytorch-lightning_version" not in ckpt or "loops" not in ckpt:
+        raise CheckpointError(
+            f"ckpt_path={path} holds weights but no training state; resume from a last.ckpt or best-*.ckpt"
+            " that train.py wrote"
+        )
+    config = ckpt.get("psr_config")
+    if not isinstance(config, dict) or "model" not in config:
+        raise CheckpointError(
+            f"ckpt_path={path} was not written by psr's train.py (it carries no psr_config); resume from a"
+            " psr checkpoint, or start a new run without ckpt_path"
+        )
+    theirs, ours = config.get("model") or {}, run_config.get("model") or {}
+    if theirs.get("_target_") != ours.get("_target_"):
+        raise CheckpointError(
+            f"ckpt_path={path} holds model {_model_name(config)} but this run trains model"
+            f" {_model_name(run_config)}; resume with the checkpoint's model or start a new run"
+        )
+    their_module = (config.get("module") or {}).get("_target_")
+    our_module = (run_config.get("module") or {}).get("_target_")
+    if their_module and our_module and their_module != our_module:
+        raise CheckpointError(
+            f"ckpt_path={path} was trained by {str(their_module).rsplit('.', 1)[-1]} but this run uses"
+            f" {str(our_module).rsplit('.', 1)[-1]}; resume with the checkpoint's module (module=...)"
+        )
+    settings = (
+        ("scale", config.get("scale", theirs.get("scale")), run_config.get("scale", ours.get("scale"))),
+        ("model.in_channels", theirs.get("in_channels"), ours.get("in_channels")),
+        ("model.out_channels", theirs.get("out_channels"), ours.get("out_channels")),
+    )
+    for option, stored, mine in settings:
+        if stored is not None and mine is not None and stored != mine:
+            raise CheckpointError(
+                f"ckpt_path={path} was trained with {option}={stored} but this run has {option}={mine};"
+                f" resume with {option}={stored} or start a new run"
+            )
+    return ckpt
+
+
+def check_fits(
+    ckpt: dict[str, Any], path: str | Path, run_config: dict[str, Any], shapes: dict[str, torch.Size]
+) -> None:
+    """Check that the weights of ``ckpt`` (a ``check_resumable`` result) have the names and shapes of
+    ``shapes`` (the resuming LightningModule's ``state_dict``); one sentence naming a tensor, else."""
+    stored = {k: tuple(v.shape) for k, v in ckpt["state_dict"].items() if hasattr(v, "shape")}
+    expected = {k: tuple(v) for k, v in shapes.items()}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected))
+    mismatched = sorted(k for k in set(expected) & set(stored) if expected[k] != stored[k])
+    if mismatched:
+        key = mismatched[0]
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this run's {_model_name(run_config)}: {key} has shape"
+            f" {list(stored[key])} in the checkpoint but {list(expected[key])} here ({len(mismatched)}"
+            " tensor(s) differ); resume with the checkpoint's model settings"
+        )
+    if missing or unexpected:
+        key = (missing or unexpected)[0]
+        where = "is missing from the checkpoint" if missing else "is in the checkpoint but not in this run"
+        raise CheckpointError(
+            f"ckpt_path={path} does not fit this run's {_model_name(run_config)}: {key} {where}"
+            f" ({len(missing)} missing, {len(unexpected)} unexpected tensor(s)); resume with the"
+            " checkpoint's model settings"
+        )

@@ -371,6 +371,32 @@ class _Reader:
         self.thread.join()
 
 
+def _check_pixel_type(image: InputImage) -> bool:
+    """Refuse pixels that are not intensities (bool, complex); return whether they are floating point
+    (then each block read is checked for NaN/Inf)."""
+    dtype = np.dtype(image.data.dtype)
+    if dtype.kind in "bc":
+        raise PredictionError(
+            f"input {image.name} has {dtype} pixels; expected intensities (unsigned or signed integers such"
+            " as uint8/uint16, or float32)"
+        )
+    return dtype.kind == "f"
+
+
+def _check_finite(block: np.ndarray, name: str, plane: Sequence[int], region: Region) -> None:
+    """One sentence naming where the first NaN/Inf of a block read from the input is."""
+    finite = np.isfinite(block)
+    if finite.all():
+        return
+    where = np.argwhere(~finite)[0]  # (C, *spatial) within the block
+    spatial = [int(i) + s.start for i, s in zip(where[1:], region, strict=True)]
+    at = f"plane {list(plane)}, " if plane else ""
+    raise PredictionError(
+        f"input {name} has {int((~finite).sum())} NaN or infinite value(s) in the block read at {at}spatial"
+        f" index {spatial} (first); expected finite intensities: fill or crop them before predicting"
+    )
+
+
 def _to_host(values: torch.Tensor) -> tuple[torch.Tensor, Any]:
     """Start copying a device tensor into pinned host memory; returns it and an event to wait on (CPU
     tensors: themselves, no event)."""
@@ -644,6 +670,7 @@ def predict_image(
     source = Path(image.name).expanduser().absolute()
     if out_path == source or source in out_path.parents:
         raise PredictionError(f"output {out_path} would overwrite the input {image.name}; pick another path")
+    floating = _check_pixel_type(image)
     layout = plan_layout(image, model.spatial_dims, model.in_channels, channel)
     spatial_in = layout.spatial_shape
     factors = (model.scale,) * 2 if model.spatial_dims == 2 else (1, model.scale, model.scale)
@@ -671,6 +698,8 @@ def predict_image(
 
     def read_tile(plane: Sequence[int], region: Region) -> np.ndarray:
         block = layout.read(image.data, plane, region).astype(np.float32)
+        if floating:  # every pixel, as it is read: the statistics above only sample the input
+            _check_finite(block, image.name, plane, region)
         return (block - scale_low) / scale_span
 
     def read_plane(plane: Sequence[int]) -> np.ndarray | None:

@@ -45,6 +45,18 @@ def _str_list(cfg: DictConfig, key: str) -> list[str]:
     return [str(v) for v in items]
 
 
+def _check_suffix(output: str, fmt: str) -> None:
+    """The output's suffix says what the file is: ``.zip`` for bioimage.io, ``.onnx``, ``.pt``."""
+    suffix = Path(output).suffix
+    if suffix.lower() != FORMATS[fmt]:
+        others = [f for f, s in FORMATS.items() if s == suffix.lower()]
+        hint = f", or format={others[0]} for a {suffix} file" if others else ""
+        raise ConfigError(
+            f"output={output} ends in {suffix or 'no suffix'} but format={fmt} writes a {FORMATS[fmt]} file;"
+            f" name it {Path(output).with_suffix(FORMATS[fmt]).name}{hint}"
+        )
+
+
 def export(cfg: DictConfig) -> dict[str, Any]:
     """Export the checkpoint ``cfg.ckpt`` as ``cfg.format``; return a summary of what was written and checked.
 
@@ -67,6 +79,7 @@ def export(cfg: DictConfig) -> dict[str, Any]:
     overwrite = bool(_value(cfg, "overwrite"))
     output_value = _value(cfg, "output")
     if output_value:  # fail on the output before the (slow) checkpoint load when it is known already
+        _check_suffix(str(output_value), fmt)
         try:
             check_output(str(output_value), overwrite)
         except ExportError as err:

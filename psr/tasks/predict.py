@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import torch
@@ -63,6 +64,10 @@ def predict(cfg: DictConfig) -> dict[str, Any]:
         )
     except (PredictionError, CheckpointError) as err:
         raise ConfigError(str(err)) from err
+    except OSError as err:  # a full disk, an unwritable folder: name the output (writes name no file)
+        if err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror or os.strerror(err.errno), str(cfg.output)) from err
+        raise
     log.info("prediction summary: %s", summary)
     print(summary_line(summary), flush=True)
     return summary

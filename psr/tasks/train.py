@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
@@ -23,9 +24,12 @@ from omegaconf import DictConfig, OmegaConf, read_write
 from omegaconf.errors import MissingMandatoryValue
 
 from psr.atomic import write_atomic
+from psr.faults import Terminated, default_sigterm
 from psr.tasks import crosseval
+from psr.tasks.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
 from psr.tasks.errors import ConfigError
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
+from psr.tasks.progress import ModelLine
 
 log = logging.getLogger(__name__)
 
@@ -44,10 +48,12 @@ def _quiet_duplicate_logs() -> None:
 
 
 class _DropAdverts(logging.Filter):
-    """Drop Lightning's product tips from the run log."""
+    """Drop Lightning's product tips, and its note that psr's one-line model summary replaces its own,
+    from the run log."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "Tip:" not in record.getMessage()
+        message = record.getMessage()
+        return "Tip:" not in message and "Skipping setting a default `ModelSummary`" not in message
 
 
 def _choice(cfg: DictConfig, group: str) -> str:
@@ -117,6 +123,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     datamodule = _instantiate(cfg.data, "data", **loader_settings(cfg))
     try:
         datamodule.prepare_data()
+        _check_pixel_types(datamodule)
         datamodule.setup("fit")
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(f"data: {err}") from err
@@ -145,6 +152,22 @@ def build(cfg: DictConfig) -> dict[str, Any]:
         "loss": loss,
         "test_crappifiers": test_crappifiers,
     }
+
+
+def _check_pixel_types(datamodule: Any) -> None:
+    """Refuse images whose pixels are not intensities (bool masks, complex values) before any is read."""
+    path = getattr(datamodule, "path", None)
+    if not path:
+        return
+    from psr.data.omezarr import discover_images
+
+    for ref in discover_images(path, getattr(datamodule, "storage_options", None)):
+        kind = np.dtype(ref.dtype).kind
+        if kind in "bc":
+            raise ConfigError(
+                f"data: image {ref.name} has {ref.dtype} pixels; expected intensities (unsigned or signed"
+                " integers such as uint8/uint16, or float32)"
+            )
 
 
 # --- hardware: loader settings and threads -------------------------------------------------------
@@ -324,10 +347,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     if ckpt_path and not Path(str(ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; expected a checkpoint file to resume from")
+    run_config = to_plain(cfg)
+    resume = _check_resume(str(ckpt_path), run_config) if ckpt_path else None
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     set_threads(cfg)
     parts = build(cfg)
-    run_config = to_plain(cfg)
     module = _instantiate(
         cfg.module,
         "module",
@@ -339,22 +363,36 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     # Set after construction: passed through instantiate, the config's own _target_ nodes would be built.
     module.run_config = run_config
+    if resume is not None:
+        _check_fits(resume, str(ckpt_path), run_config, module)
+        resume = None  # Lightning reads the file again; do not hold its optimiser state twice
     sweep = sweep_info(cfg)
     failed = True
     try:
         loggers = build_loggers(cfg.get("logger"), output_dir, run_config, group=sweep["group"])
         losses = EpochLossHistory()
+        interrupt = SaveOnInterrupt()
         callbacks = [
-            instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
+            _instantiate(node, f"callbacks.{key}")
+            for key, node in (cfg.get("callbacks") or {}).items()
+            if node and "_target_" in node
         ]
+        callbacks += [losses, interrupt]
+        if cfg.trainer.get("enable_model_summary", True):
+            callbacks.append(ModelLine())
+        # Atomic checkpoints, unless the trainer config brings its own plugins (then those decide).
+        extra: dict[str, Any] = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
+        if "enable_progress_bar" not in cfg.trainer:
+            extra["enable_progress_bar"] = sys.stdout.isatty()  # in a file, the bar is noise; see ProgressLog
         trainer: L.Trainer = _instantiate(
-            cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, losses]
+            cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, **extra
         )
-        with _ddp_children_run_this_job(trainer):
+        with _ddp_children_run_this_job(trainer), _interruptible(interrupt):
             trainer.fit(
                 module, datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
             )
         summary = summarise(cfg, module, trainer, time.time() - started, train_losses=losses.means)
+        summary["crappifier_config"] = to_plain(cfg.crappifier)
         summary["sweep"] = sweep
         has_test = getattr(parts["datamodule"], "has_test_pairs", None)
         if callable(has_test) and has_test():
@@ -369,10 +407,53 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             summary["wall_time_s"] = round(time.time() - started, 1)
             _write_json(output_dir / "summary.json", summary)
             print(gain_line(summary), flush=True)
+            print(
+                f"psr: run folder {output_dir.absolute()} (summary.json, checkpoints/, train.log)", flush=True
+            )
         failed = False
         return summary
     finally:
         finish_wandb(failed)
+
+
+def _check_resume(ckpt_path: str, run_config: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint to resume from is a psr training checkpoint of this run's model, scale and
+    channels (one sentence naming what differs, else); read before any data is."""
+    from psr.inference.checkpoint import CheckpointError, check_resumable
+
+    try:
+        return check_resumable(ckpt_path, run_config)
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from err
+
+
+def _check_fits(ckpt: dict[str, Any], ckpt_path: str, run_config: dict[str, Any], module: Any) -> None:
+    """The checkpoint's tensors have this run's names and shapes (before Lightning loads them)."""
+    from psr.inference.checkpoint import CheckpointError, check_fits
+
+    try:
+        check_fits(ckpt, ckpt_path, run_config, {k: v.shape for k, v in module.state_dict().items()})
+    except CheckpointError as err:
+        raise ConfigError(str(err)) from err
+
+
+@contextmanager
+def _interruptible(interrupt: SaveOnInterrupt) -> Iterator[None]:
+    """Run ``fit`` with Lightning's SIGTERM handling (stop at the next batch boundary) instead of the
+    entry point's; turn the way Lightning ends on Ctrl-C or SIGTERM (``sys.exit(1)``, a
+    ``SIGTERMException``) into a ``KeyboardInterrupt`` that says which ``last.ckpt`` resumes the run."""
+    try:
+        with default_sigterm():
+            yield
+    except (SystemExit, KeyboardInterrupt) as err:
+        if interrupt.signal is None:
+            raise
+        stopped: KeyboardInterrupt = Terminated() if interrupt.signal == "SIGTERM" else KeyboardInterrupt()
+        if interrupt.saved is not None:
+            stopped.kept = (  # type: ignore[attr-defined]
+                f"saved {interrupt.saved} at step {interrupt.step}: resume with ckpt_path={interrupt.saved}"
+            )
+        raise stopped from err
 
 
 class EpochLossHistory(Callback):

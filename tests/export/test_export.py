@@ -272,7 +272,7 @@ def test_task_errors_are_one_sentence_and_leave_nothing(checkpoints, tmp_path: P
         ([f"ckpt={unet}", f"output={a_file}/model.onnx", "format=onnx"], f"{a_file} is a file, not a folder"),
         ([f"ckpt={unet}", "format=onnx", "test_size=33", f"output={tmp_path}/o.onnx"], "not a multiple of 2"),
         ([f"ckpt={unet}", "format=keras"], "format=keras is not an export format"),
-        ([f"ckpt={unet}", "name=a/b", f"output={tmp_path}/o.pt"], "name='a/b' is not a valid model name"),
+        ([f"ckpt={unet}", "name=a/b", f"output={tmp_path}/o.zip"], "name='a/b' is not a valid model name"),
         (["format=onnx"], "ckpt has no value"),
     ]
     before = sorted(p.name for p in tmp_path.iterdir())

@@ -162,7 +162,9 @@ def test_the_grid_is_defined_once() -> None:
     }
     assert list(cfg.cross_eval.crappifiers) == ["camera", "gaussian"]
     subdir = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]  # type: ignore[index]
-    assert subdir.endswith("-${hydra.runtime.choices.crappifier}-seed${seed}")
+    assert subdir.endswith(
+        "-${hydra.runtime.choices.crappifier}-seed${seed}${psr.swept:${hydra.overrides.task}}"
+    )
 
 
 def test_a_job_outside_the_grid_is_refused(compose_cfg) -> None:  # noqa: ANN001

@@ -1,0 +1,251 @@
+"""What every entry point (train, predict, evaluate, export) does around its task.
+
+``run_task(task, cfg)`` runs a task so that nothing is lost and nothing is silent:
+
+* bad input (``ConfigError``, one sentence already) and storage faults the user can fix
+  (a full disk, a folder without write permission) become one ``error: ...`` line on stderr and exit
+  code 2, never a traceback;
+* SIGTERM (``kill``, SLURM preemption) is handled like Ctrl-C: the task's own clean-up runs, then one
+  ``error: ...`` line and exit code 143 (130 for Ctrl-C);
+* the run folder is locked while the task runs: a second process given the same folder stops with one
+  line instead of overwriting the first one's checkpoints and summary;
+* a failed task leaves no run folder that holds nothing but Hydra's bookkeeping and a log.
+
+It also registers the resolvers the run-folder names use (``conf/hydra/default.yaml``):
+``${psr.uid:}``, a short random suffix drawn once per process, so that two runs started in the same
+second get different folders; ``${psr.swept:...}``, the swept overrides of a multirun job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+from omegaconf import OmegaConf
+
+from psr.faults import interrupt_exit_code, interrupt_name, os_error_sentence, stop_on_sigterm
+
+T = TypeVar("T")
+
+LOCK_NAME = ".lock"
+# What Hydra and the loggers put in a run folder before the task writes anything of its own.
+_BOOKKEEPING = {".hydra", LOCK_NAME}
+_RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+class RunFolderBusy(ValueError):
+    """Another process holds the run folder's lock."""
+
+
+_UID = secrets.token_hex(3)
+
+
+# Swept keys the job folder names already show (conf/hydra/default.yaml: <num>-<model>-<crappifier>-seed<seed>).
+_NAMED = {"model", "crappifier", "seed"}
+
+
+def _swept(task_overrides: Sequence[str]) -> str:
+    """``-key=value,...``: this job's values of the overrides the multirun sweeps over (comma lists,
+    ranges, globs on the command line, or ``hydra.sweeper.params``), except those the folder name shows
+    already; ``""`` when there are none. Safe in a file name, at most 120 characters."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    keys: set[str] = set()
+    for arg in sys.argv[1:]:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's flags (-m ...)
+        with contextlib.suppress(Exception):  # argv that is not Hydra's (a test runner)
+            keys |= {o.get_key_element() for o in parser.parse_overrides([arg]) if o.is_sweep_override()}
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        params = HydraConfig.get().sweeper.get("params") or {}
+        keys |= {str(k) for k in params}
+    except (ValueError, AttributeError):
+        pass
+    keys -= _NAMED
+    chosen = [str(o) for o in task_overrides if str(o).split("=", 1)[0].lstrip("+~") in keys]
+    text = ",".join(sorted(chosen, key=lambda o: o.split("=", 1)[0]))
+    safe = re.sub(r"[^\w.,=+\-]", "_", text)[:120]
+    return f"-{safe}" if safe else ""
+
+
+def register_resolvers() -> None:
+    """Register ``psr.uid`` and ``psr.swept`` (idempotent); entry points call it before Hydra starts."""
+    if not OmegaConf.has_resolver("psr.uid"):
+        OmegaConf.register_new_resolver("psr.uid", lambda: _UID)
+    if not OmegaConf.has_resolver("psr.swept"):
+        OmegaConf.register_new_resolver("psr.swept", lambda overrides: _swept(list(overrides)))
+
+
+def check_overrides(argv: Sequence[str] | None = None) -> None:
+    """Before Hydra parses the command line: an override it cannot parse (a value with spaces or
+    non-ASCII characters such as µ or ä, unquoted) becomes one ``error:`` line naming it and showing the
+    quoting that works, and exit code 2 (instead of Hydra's ``LexerNoViableAltException`` report)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+
+    parser = OverridesParser.create()
+    for arg in sys.argv[1:] if argv is None else argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue  # Hydra's own flags (-m, --config-name x ...)
+        try:
+            parser.parse_overrides([arg])
+        except OverrideParseException:
+            key, _, value = arg.partition("=")
+            fail(
+                f"cannot parse the override {arg!r}: quote a value with spaces, non-ASCII or special"
+                f" characters, e.g. '{key}=\"{value}\"' in the shell (single quotes around, double"
+                " quotes inside)"
+            )
+
+
+def hydra_run_dir() -> Path | None:
+    """The run folder Hydra made for this job, or ``None`` (no Hydra, or a task that writes no folder)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        hydra_cfg = HydraConfig.get()
+    except ValueError:
+        return None
+    if hydra_cfg.output_subdir is None:  # predict, export: no run folder
+        return None
+    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None, throw_on_missing=False)
+    if not output_dir or output_dir == "???":  # composed without running a job (tests, notebooks)
+        return None
+    return Path(str(output_dir)).absolute()
+
+
+def is_secondary_rank() -> bool:
+    """Whether this process is a DDP / SLURM rank other than the first (it shares rank 0's run folder)."""
+    for name in _RANK_VARIABLES:
+        value = os.environ.get(name, "0")
+        if value.isdigit() and int(value) > 0:
+            return True
+    return False
+
+
+@contextmanager
+def run_lock(folder: Path | None) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``, released when the process ends, even
+    on ``kill -9``); raise ``RunFolderBusy`` when another process holds it. Secondary ranks skip it."""
+    if folder is None or is_secondary_rank():
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as err:
+            raise RunFolderBusy(
+                f"run folder {folder} is in use by another running psr process; wait for it to finish or"
+                " pick another folder (hydra.run.dir=...)"
+            ) from err
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def holds_results(folder: Path) -> bool:
+    """Whether ``folder`` holds anything beyond Hydra's ``.hydra``, the lock, log files and empty folders."""
+    for path in folder.iterdir():
+        if path.name in _BOOKKEEPING or (path.is_file() and path.suffix == ".log"):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            if holds_results(path):
+                return True
+            continue
+        return True
+    return False
+
+
+def remove_if_empty(folder: Path | None) -> bool:
+    """Remove a run folder that holds no results (see ``holds_results``); never the working folder or
+    one above it. Returns whether it was removed."""
+    import shutil
+
+    if folder is None or not folder.is_dir():
+        return False
+    cwd = Path.cwd().absolute()
+    if folder == cwd or folder in cwd.parents or holds_results(folder):
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    if re.fullmatch(r"\d{4}-\d{2}-\d{2}", folder.parent.name):
+        with contextlib.suppress(
+            OSError
+        ):  # the date folder (outputs/runs/<date>), if this run was its only one
+            folder.parent.rmdir()
+    return True
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print ``error: <message>`` on stderr and exit with ``code``."""
+    sys.stdout.flush()
+    print(f"error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def run_task(task: Callable[[Any], T], cfg: Any, *, expected: tuple[type[BaseException], ...] = ()) -> T:
+    """Run ``task(cfg)`` as an entry point: one ``error:`` line and a non-zero exit for the faults in
+    this module's docstring, the run folder locked while it runs and removed after a failure that left
+    nothing in it. ``expected`` are the exception types whose message is already one sentence for the
+    user, besides ``ConfigError`` (which tasks raise for bad input). An interrupt may carry ``kept``, a
+    sentence on what was saved (training: the ``last.ckpt`` to resume from)."""
+    from psr.tasks.errors import ConfigError
+
+    expected = (ConfigError, *expected)
+    folder = hydra_run_dir()
+    locked = False
+    try:
+        with stop_on_sigterm(), run_lock(folder):
+            locked = True
+            return task(cfg)
+    except RunFolderBusy as err:
+        fail(str(err))  # the folder is the other process's: leave it alone
+    except KeyboardInterrupt as err:
+        kept = getattr(err, "kept", None) or _kept(folder, locked)
+        fail(f"interrupted by {interrupt_name(err)}; {kept}", interrupt_exit_code(err))
+    except OSError as err:
+        sentence = os_error_sentence(err)
+        if sentence is None:
+            _kept(folder, locked)
+            raise
+        fail(f"{sentence}; {_kept(folder, locked)}")
+    except expected as err:
+        _kept(folder, locked)
+        fail(str(err))
+    except Exception:
+        _kept(folder, locked)
+        raise
+    raise AssertionError("unreachable")  # fail() exits
+
+
+def _kept(folder: Path | None, locked: bool) -> str:
+    """After a failure: remove the run folder when it holds nothing; say what is left."""
+    if folder is None or not locked or is_secondary_rank():
+        return "no output was written"
+    if remove_if_empty(folder):
+        return "no output was written"
+    return f"what was written is in {folder}"
+
+
+# Registered on import too, like crosseval's ${psr.grid:}: code that composes the configs without the
+# entry points (tests, notebooks) resolves the run-folder names as well.
+register_resolvers()
