@@ -85,9 +85,7 @@ class InputImage:
 
 def input_kind(path: Path) -> str:
     """The name of the input's format in ``psr.io``'s reader table; raises ``PredictionError``."""
-    found = find_format(path) if path.exists() or path.suffix else None
-    if found is None and path.suffix.lower() == ".zarr":
-        return "zarr / OME-Zarr"
+    found = find_format(path)
     if found is None:
         raise PredictionError(
             f"input {path} has an unknown format; expected a .tif/.tiff, .png/.jpg image, a zarr array, an"

@@ -276,3 +276,27 @@ def test_foreground_fraction_keeps_validation_crops_with_signal(tmp_path: Path, 
     picky.setup()
     assert picky.val_crops is not None and len(picky.val_crops) == 8
     assert all(int(name.rsplit(",", 1)[1]) >= 32 for name in picky.val_crops.names)  # x start
+
+
+def test_pair_files_are_read_through_the_reader_table(tmp_path: Path) -> None:
+    """Pairs read every format ingest and prediction read (JPEG too), with the file's pixel size (in µm)."""
+    from PIL import Image
+
+    from psr.data.pairs import list_images, read_planes
+
+    plane = np.random.default_rng(3).integers(0, 255, (24, 32), dtype=np.uint8)
+    tifffile.imwrite(
+        tmp_path / "a.tif", plane, imagej=True, resolution=(1 / 80.0, 1 / 80.0), metadata={"unit": "nm"}
+    )
+    Image.fromarray(plane).save(tmp_path / "b.jpg", quality=100)
+    Image.fromarray(np.dstack([plane] * 3)).save(tmp_path / "c.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    files = list_images(str(tmp_path))
+    assert [f.path.name for f in files] == ["a.tif", "b.jpg", "c.png"]
+    assert files[0].pixel_size == pytest.approx(0.08) and files[2].pixel_size is None
+    assert [f.header() for f in files] == [((24, 32), "yx"), ((24, 32), "yx"), ((24, 32, 3), "yxc")]
+    planes, labels = read_planes(files[2], "max", 2, 1)
+    assert planes.shape == (1, 1, 24, 32) and labels == [""]
+    np.testing.assert_array_equal(planes[0, 0], plane)
+    with pytest.raises(PairError, match=r"notes.txt is a .txt file; expected one of .tif"):
+        list_images(str(tmp_path / "notes.txt"))
