@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -112,7 +112,8 @@ class OmeZarrSink:
     """An OME-Zarr image (NGFF 0.5, zarr v3, zstd) written block by block through ``psr.io.writer``.
 
     ``levels`` resolution levels (``0``, ``1``...; ``None``: enough for Y and X to shrink to 256 pixels,
-    one for small outputs) are built while streaming; ``close`` adds the ``omero`` channel metadata.
+    one for small outputs) are built while streaming; ``close`` adds the ``omero`` channel metadata
+    (``channel_names`` when given, one per output channel).
     """
 
     def __init__(
@@ -122,6 +123,7 @@ class OmeZarrSink:
         name: str,
         attributes: Mapping[str, Any] | None = None,
         levels: int | None = None,
+        channel_names: Sequence[str] = (),
     ) -> None:
         from psr.io.writer import OmeZarrWriter, auto_levels
 
@@ -138,6 +140,7 @@ class OmeZarrSink:
             unit=geometry.unit,
             path="{}",
             attributes=attributes,
+            channel_names=channel_names,
         )
         self.array = self.writer.arrays[0]
         self.closed = False

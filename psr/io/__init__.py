@@ -6,14 +6,14 @@ Ingest, prediction and real pairs read through ``open_images``; ingest and predi
 """
 
 from psr.io.formats import FORMATS, Format, find_format, is_image, open_image, open_images
-from psr.io.source import ImageSource, Region, Source, psr_axes
+from psr.io.source import BlockIndex, ImageSource, Source, psr_axes
 from psr.io.units import convert, normalise_unit
 
 __all__ = [
     "FORMATS",
     "Format",
     "ImageSource",
-    "Region",
+    "BlockIndex",
     "Source",
     "convert",
     "find_format",

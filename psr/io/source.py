@@ -18,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-Region = tuple[slice | int, ...]
+BlockIndex = tuple[slice | int, ...]  # NumPy basic indexing, one entry per axis
 AXIS_LETTERS = "tczyx"
 # native axis codes (tifffile, bioio) -> psr letters; S (samples, e.g. RGB) is a channel axis
 _CODES = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
@@ -63,7 +63,7 @@ class ImageSource(Protocol):
     @property
     def channel_names(self) -> tuple[str, ...]: ...  # empty where the file names none
 
-    def read(self, region: Region | None = None) -> np.ndarray: ...
+    def read(self, region: BlockIndex | None = None) -> np.ndarray: ...
 
 
 @dataclass(eq=False)
@@ -108,7 +108,7 @@ class Source:
             self._stack = stack
         return self._reader
 
-    def read(self, region: Region | None = None) -> np.ndarray:
+    def read(self, region: BlockIndex | None = None) -> np.ndarray:
         """The block ``region`` (the whole image for ``None``), in the file's dtype and axes."""
         index = region if region is not None else (slice(None),) * len(self.shape)
         return np.asarray(self.reader()[index])

@@ -86,7 +86,7 @@ def test_prediction_sink_writes_a_valid_pyramid(tmp_path: Path) -> None:
     geometry = OutputGeometry("tyx", (2, 600, 520), "yx", {"y": 0.05, "x": 0.05}, "micrometer")
     assert auto_levels(geometry.shape, geometry.axes) == 3 and auto_levels((64, 64), "yx") == 1
     values = RNG.random((2, 1, 600, 520), dtype=np.float32)
-    sink = OmeZarrSink(tmp_path / "p.ome.zarr", geometry, "p", {"psr": {"input": "x"}})
+    sink = OmeZarrSink(tmp_path / "p.ome.zarr", geometry, "p", {"psr": {"input": "x"}}, channel_names=["GFP"])
     for t in range(2):
         for block in geometry.blocks():
             sink.write({"t": t}, block, values[t][(slice(None), *block)])
@@ -95,4 +95,11 @@ def test_prediction_sink_writes_a_valid_pyramid(tmp_path: Path) -> None:
     Image.from_zarr(group)
     assert [group[str(k)].shape for k in range(3)] == [(2, 600, 520), (2, 300, 260), (2, 150, 130)]
     np.testing.assert_allclose(group["1"][...], downsample2(values[:, 0]), rtol=1e-6)
-    assert dict(group.attrs)["psr"] == {"input": "x"} and "omero" in dict(group.attrs)["ome"]
+    assert dict(group.attrs)["psr"] == {"input": "x"}
+    assert [c["label"] for c in dict(group.attrs)["ome"]["omero"]["channels"]] == ["GFP"]
+    # ome-zarr-py's reader (napari-ome-zarr's) sees the three levels
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Reader
+
+    (node,) = list(Reader(parse_url(str(tmp_path / "p.ome.zarr")))())[:1]
+    assert [tuple(level.shape) for level in node.data] == [(2, 600, 520), (2, 300, 260), (2, 150, 130)]
