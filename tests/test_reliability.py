@@ -471,3 +471,23 @@ def test_multirun_job_folders_name_the_swept_values(monkeypatch: pytest.MonkeyPa
     assert entry._swept(job) == "-loss=mse,module.optimizer.lr=1e-4"  # seed is in the name already
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "seed=3"])
     assert entry._swept(["seed=3"]) == ""
+
+
+def test_a_corrupt_compressed_strip_is_one_sentence(configure, trained: dict, tmp_path: Path) -> None:  # noqa: ANN001
+    from psr.tasks.predict import predict
+
+    image = tmp_path / "strips.tif"
+    pixels = (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16)
+    tifffile.imwrite(image, pixels, compression="zlib", rowsperstrip=16)
+    with tifffile.TiffFile(image) as tif:
+        offset, size = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    data = bytearray(image.read_bytes())
+    data[offset : offset + size] = bytes(size)  # the third strip: zeros, not a deflate stream
+    image.write_bytes(bytes(data))
+    out = tmp_path / "o.tif"
+    cfg = configure(f"ckpt={trained['last_checkpoint']}", f"input={image}", f"output={out}", config="predict")
+    with pytest.raises(
+        ConfigError, match=rf"input {image} cannot be read \(DeflateError: .*\); the file is damaged"
+    ):
+        predict(cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["strips.tif"]

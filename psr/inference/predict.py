@@ -34,6 +34,7 @@ import queue
 import re
 import threading
 import time
+import zlib
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -371,6 +372,19 @@ class _Reader:
         self.thread.join()
 
 
+@contextlib.contextmanager
+def _reading(name: str) -> Iterator[None]:
+    """Errors of the file readers (a corrupt compressed strip, a truncated file) as one sentence."""
+    try:
+        yield
+    except PredictionError:
+        raise
+    except (OSError, RuntimeError, ValueError, EOFError, zlib.error) as err:
+        raise PredictionError(
+            f"input {name} cannot be read ({type(err).__name__}: {err}); the file is damaged or truncated"
+        ) from err
+
+
 def _check_pixel_type(image: InputImage) -> bool:
     """Refuse pixels that are not intensities (bool, complex); return whether they are floating point
     (then each block read is checked for NaN/Inf)."""
@@ -678,7 +692,8 @@ def predict_image(
         grid = tile_grid(spatial_in, tiles, overlaps)
     except ValueError as err:  # an empty axis
         raise PredictionError(f"input {image.name} has spatial shape {list(spatial_in)}: {err}") from err
-    low, high = input_statistics(image, layout, model.percentiles, model.input_smoothing)
+    with _reading(image.name):
+        low, high = input_statistics(image, layout, model.percentiles, model.input_smoothing)
     out_range = _output_range(low, high, model.in_channels, model.out_channels)
     if denormalize and out_range is None:
         raise PredictionError(
@@ -697,7 +712,8 @@ def predict_image(
     whole, where = _plan_memory(budget, in_plane, out_plane, n_planes, device)
 
     def read_tile(plane: Sequence[int], region: Region) -> np.ndarray:
-        block = layout.read(image.data, plane, region).astype(np.float32)
+        with _reading(image.name):
+            block = layout.read(image.data, plane, region).astype(np.float32)
         if floating:  # every pixel, as it is read: the statistics above only sample the input
             _check_finite(block, image.name, plane, region)
         return (block - scale_low) / scale_span
