@@ -118,3 +118,32 @@ def test_console_entry_from_another_folder(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert "memory_budget" in result.stdout and groups_section(result.stdout) == {}
     assert not any(tmp_path.iterdir())  # --help writes nothing
+
+
+def test_ingest_then_open_in_napari_reader(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A microscopist's first steps from their own folder: ``psr ingest`` two TIFFs, then the napari
+    plugin's reader opens the store as one layer per image at the physical pixel size."""
+    import numpy as np
+    import tifffile
+
+    from psr.napari.reader import napari_get_reader
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    for name in ("cells", "more"):
+        tifffile.imwrite(f"{name}.tif", rng.integers(0, 4000, (64, 80), dtype=np.uint16))
+    code, out, err = run_psr(
+        capsys, "ingest", "cells.tif", "more.tif", "-o", "set.ome.zarr", "--pixel-size", "0.1"
+    )
+    assert code == 0, err
+    assert out.startswith("wrote 2 images")
+    reader = napari_get_reader("set.ome.zarr")
+    assert reader is not None
+    layers = reader("set.ome.zarr")
+    assert [kwargs["name"] for _, kwargs, _ in layers] == ["set.ome.zarr/cells", "set.ome.zarr/more"]
+    for data, kwargs, _ in layers:
+        level0 = data[0] if isinstance(data, list) else data
+        assert level0.shape == (64, 80) and kwargs["scale"] == [0.1, 0.1]
+    np.testing.assert_array_equal(np.asarray(layers[0][0][0][...]), tifffile.imread("cells.tif"))
