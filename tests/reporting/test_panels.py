@@ -149,3 +149,27 @@ def test_the_module_draws_its_scores_per_row(
     # the same picture goes to the loggers that take images (W&B), once
     assert len(logged) == 1 and logged[0]["key"] == "val/panels"
     assert np.array_equal(logged[0]["images"][0], png) and "baseline (bilinear)" in logged[0]["caption"][0]
+
+
+def test_3d_multichannel_panels_show_the_middle_plane_of_channel_1(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psr.crappifiers import Downsample
+    from psr.modules.restoration import RestorationModule
+
+    net = torch.nn.Sequential(torch.nn.Upsample(scale_factor=(1, 2, 2)), torch.nn.Conv3d(2, 2, 3, padding=1))
+    module = RestorationModule(
+        net=net, crappifier=Downsample(factor=2), loss=torch.nn.L1Loss(), optimizer=torch.optim.Adam
+    )
+    drawn: dict = {}
+    monkeypatch.setattr(panels, "validation_panel", lambda rows, **o: drawn.update(rows=rows, **o))
+    monkeypatch.setattr(
+        type(module), "loggers", property(lambda self: [SimpleNamespace(log_image=lambda **kwargs: None)])
+    )
+    target = torch.rand(2, 2, 5, 16, 16, generator=torch.Generator().manual_seed(0))
+    inp = torch.nn.functional.avg_pool3d(target, (1, 2, 2))
+    module._log_panels(inp, target.clone(), target)  # a perfect prediction
+    assert drawn["note"] == "channel 1 of 2; the middle plane of 5"
+    row = drawn["rows"][0]
+    assert row.target.shape == row.input.shape == (16, 16)
+    assert np.array_equal(row.target, target[0, 0, 2].numpy()) and row.psnr > 100
