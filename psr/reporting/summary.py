@@ -92,6 +92,7 @@ class RunSummary:
     real_eval: dict[str, Scores] | None = None
     test: Scores | None = None
     job_num: int | None = None  # the run's number in its Hydra multirun (``sweep.job_num``)
+    crappifier_config: dict[str, Any] | None = None  # the resolved crappifier node (``_target_`` and values)
 
     @classmethod
     def fields_from(cls, summary: Any) -> dict[str, Any]:
@@ -107,6 +108,9 @@ class RunSummary:
         raw_sweep = summary.get("sweep")
         sweep: Mapping[str, Any] = raw_sweep if isinstance(raw_sweep, Mapping) else {}
         test = summary.get("test")
+        crappifier_config = summary.get("crappifier_config")
+        if crappifier_config is not None and not isinstance(crappifier_config, Mapping):
+            raise ValueError(f"'crappifier_config' is {type(crappifier_config).__name__}; expected an object")
         return {
             "model": summary["model"],
             "crappifier": summary["crappifier"],
@@ -127,6 +131,7 @@ class RunSummary:
             "real_eval": _optional_sets(summary, "real_eval"),
             "test": _scores(test, "test") if test is not None else None,
             "job_num": integer(sweep.get("job_num")),
+            "crappifier_config": dict(crappifier_config) if crappifier_config is not None else None,
         }
 
     @classmethod

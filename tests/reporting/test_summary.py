@@ -41,6 +41,7 @@ def _training_summary() -> dict:
         "test": {"test/psnr": 26.0},
         "sweep": {"dir": "x", "group": None, "job_num": 7},
         "wandb": None,
+        "crappifier_config": {"_target_": "psr.crappifiers.PoissonNoise", "photons": [20.0, 200.0]},
     }
 
 
@@ -51,6 +52,7 @@ def test_a_training_summary_reads_typed() -> None:
     assert run.job_num == 7 and run.best_checkpoint == "checkpoints/best.ckpt" and run.last_checkpoint is None
     assert run.cross_eval == {"gaussian": {"psnr": 25.0, "baseline_psnr": 22.0, "n": 4.0}}
     assert run.real_eval == {} and run.test == {"test/psnr": 26.0}
+    assert run.crappifier_config == {"_target_": "psr.crappifiers.PoissonNoise", "photons": [20.0, 200.0]}
     assert run.history is not None and "val/psnr" not in run.history[1]  # NaN dropped
     assert all(math.isfinite(v) for row in run.history for v in row.values())
 
@@ -68,6 +70,7 @@ def test_absent_sections_are_none_and_defaults_fill_in() -> None:
         ({"history": {"a": 1}}, "'history' is dict; expected a list of objects"),
         ({"cross_eval": {"gaussian": 3}}, "'cross_eval.gaussian' is int; expected an object of numbers"),
         ({"model": 3}, "'model' is 3; expected a name"),
+        ({"crappifier_config": "poisson"}, "'crappifier_config' is str; expected an object"),
     ],
 )
 def test_a_wrong_type_names_its_key(change: dict, message: str) -> None:
