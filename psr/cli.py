@@ -19,8 +19,8 @@ and current choice, rather than Hydra's default of every group under the config 
 from __future__ import annotations
 
 import argparse
-import runpy
 import sys
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +92,19 @@ def run_command(command: Command, args: Sequence[str]) -> None:
             f"psr {command.name} runs {path}, which is missing; expected the psr package's _app folder"
             " (reinstall psr)"
         )
-    saved_argv, saved_path = sys.argv[:], sys.path[:]
+    # As runpy.run_path(path, run_name="__main__") but sys.argv[0] stays "psr <command>" (run_path sets
+    # it to the file), so argparse tools print "usage: psr <command>".
+    code = compile(path.read_bytes(), str(path), "exec")
+    module = types.ModuleType("__main__")
+    module.__file__ = str(path)
+    saved_argv, saved_path, saved_main = sys.argv[:], sys.path[:], sys.modules["__main__"]
     sys.argv = [f"psr {command.name}", *args]
     sys.path.insert(0, str(path.parent))
+    sys.modules["__main__"] = module
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        exec(code, module.__dict__)
     finally:
+        sys.modules["__main__"] = saved_main
         sys.argv[:] = saved_argv
         sys.path[:] = saved_path
 

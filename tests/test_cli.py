@@ -103,6 +103,8 @@ def test_argparse_tool_keeps_its_exit_code_and_error_line(
     code, _, err = run_psr(capsys, "report", str(tmp_path / "missing"))
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1
+    code, out, _ = run_psr(capsys, "report", "--help")
+    assert code == 0 and out.startswith("usage: psr report ")
 
 
 def test_console_entry_from_another_folder(tmp_path: Path) -> None:
