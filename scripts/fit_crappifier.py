@@ -24,8 +24,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 ROOT = Path(__file__).resolve().parents[1]
 
 from psr.calibration.fitting import (  # noqa: E402
