@@ -35,8 +35,9 @@ from psr.tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
-CONF_DIR = Path(__file__).resolve().parents[2] / "conf"
-"""The project's config tree (``conf/``): crappifier presets and the evaluation's real pair sets."""
+CONF_DIR = (Path(__file__).parents[1] / "_app" / "conf").resolve()
+"""The project's config tree (``conf/``): crappifier presets and the evaluation's real pair sets (through
+``psr/_app``, so an installed psr finds it too)."""
 
 
 Degrade = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
