@@ -491,3 +491,35 @@ def test_a_corrupt_compressed_strip_is_one_sentence(configure, trained: dict, tm
     ):
         predict(cfg)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["strips.tif"]
+
+
+def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(
+    configure, tmp_path: Path, monkeypatch
+) -> None:  # noqa: ANN001
+    """Stopped after its first epoch and resumed from last.ckpt, a run ends with the same weights as the
+    run that was not stopped: the random streams (loader, patches, degradations) travel in the checkpoint."""
+    import psr.tasks.train as task
+
+    settings = ["data.samples_per_epoch=8", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=1"]
+    full = task.train(configure(*settings, "paths.output_dir=" + str(tmp_path / "full")))
+
+    class StopAtSecondEpoch(task.EpochLossHistory):
+        def on_train_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+            super().on_train_epoch_start(trainer, pl_module)
+            if trainer.current_epoch == 1:
+                raise RuntimeError("stopped")
+
+    stopped = tmp_path / "stopped"
+    with monkeypatch.context() as patch:
+        patch.setattr(task, "EpochLossHistory", StopAtSecondEpoch)
+        with pytest.raises(RuntimeError, match="stopped"):
+            task.train(configure(*settings, f"paths.output_dir={stopped}"))
+    last = stopped / "checkpoints" / "last.ckpt"
+    resumed = task.train(configure(*settings, f"paths.output_dir={stopped}", f"ckpt_path={last}"))
+    assert resumed["steps"] == full["steps"] == 8
+    weights = [
+        torch.load(s["last_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+        for s in (full, resumed)
+    ]
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert resumed["best"]["val/psnr"] == full["best"]["val/psnr"]

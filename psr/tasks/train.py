@@ -26,7 +26,7 @@ from omegaconf.errors import MissingMandatoryValue
 from psr.atomic import write_atomic
 from psr.faults import Terminated, default_sigterm
 from psr.tasks import crosseval
-from psr.tasks.checkpointing import AtomicCheckpointIO, SaveOnInterrupt
+from psr.tasks.checkpointing import AtomicCheckpointIO, RandomState, SaveOnInterrupt
 from psr.tasks.errors import ConfigError
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
 from psr.tasks.progress import ModelLine
@@ -377,7 +377,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             for key, node in (cfg.get("callbacks") or {}).items()
             if node and "_target_" in node
         ]
-        callbacks += [losses, interrupt]
+        callbacks += [losses, interrupt, RandomState()]
         if cfg.trainer.get("enable_model_summary", True):
             callbacks.append(ModelLine())
         # Atomic checkpoints, unless the trainer config brings its own plugins (then those decide).
