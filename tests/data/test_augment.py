@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from collections.abc import Callable
 
 import albumentations as A
@@ -54,6 +55,7 @@ def test_rotation_zoom_and_elastic_keep_shape_dtype_and_are_seeded(dtype: type) 
         ]
     )
     a, b, c = aug(block, 1), aug(block, 1), aug(block, 2)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(aug))(block, 1), a)  # spawned workers get a copy
     assert a.dtype == block.dtype and a.shape == block.shape
     np.testing.assert_array_equal(a, b)  # same seed, same draw
     assert not np.array_equal(a, c) and not np.array_equal(a, block)
