@@ -111,7 +111,11 @@ def run_command(command: Command, args: Sequence[str]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``psr <command> [args...]``; returns the exit code of a command that ends without ``sys.exit``."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv:
+        parser.error(f"expected a command, one of {', '.join(BY_NAME)}")
+    args = parser.parse_args(argv)
     try:
         run_command(BY_NAME[args.command], args.args)
     except FileNotFoundError as err:

@@ -65,6 +65,11 @@ def test_unknown_command_is_one_error_and_exit_2(capsys: pytest.CaptureFixture[s
     code, out, err = run_psr(capsys, "trian", "model=rcan")
     assert code == 2 and out == ""
     assert "invalid choice: 'trian'" in err and "train" in err
+    code, out, err = run_psr(capsys)
+    assert code == 2 and out == ""
+    assert err.splitlines()[-1] == "psr: error: expected a command, one of " + ", ".join(
+        c.name for c in COMMANDS
+    )
 
 
 @pytest.mark.parametrize("command, key", [("predict", "tile: 256"), ("export", "format: bioimageio")])
