@@ -90,7 +90,8 @@ class SaveOnInterrupt(Callback):
 class RandomState(Callback):
     """Save the random streams of a run in its checkpoints and restore them when it resumes, so that a
     run resumed from an end-of-epoch checkpoint draws the same patches and degradations as the run that
-    was not interrupted (measured bit-identical on the CPU with ``data.num_workers=0``).
+    was not interrupted (bit-identical on the CPU with ``data.num_workers=0``; single-process runs only:
+    under DDP the checkpoint holds rank 0's streams alone, and each rank keeps its own fresh ones).
 
     Saved: torch's CPU (and CUDA) generators, NumPy's and Python's global generators, and the training
     module's degradation generator (``_train_generator``, from which ``RestorationModule`` draws the
@@ -141,6 +142,15 @@ class RandomState(Callback):
 
         import numpy as np
 
+        trainer = getattr(self._module, "_trainer", None)
+        if trainer is not None and trainer.world_size > 1:
+            # The checkpoint holds rank 0's streams only: giving them to every rank would make the ranks
+            # draw the same degradations. Under DDP each rank keeps its own, freshly seeded streams.
+            log.info(
+                "random streams not restored: the checkpoint holds one rank's, this run has %d",
+                trainer.world_size,
+            )
+            return
         torch.set_rng_state(state_dict["torch"])
         if "cuda" in state_dict and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state_dict["cuda"])

@@ -118,7 +118,8 @@ def hydra_run_dir() -> Path | None:
         return None
     if hydra_cfg.output_subdir is None:  # predict, export: no run folder
         return None
-    output_dir = OmegaConf.select(hydra_cfg, "runtime.output_dir", default=None, throw_on_missing=False)
+    runtime = hydra_cfg.runtime
+    output_dir = OmegaConf.select(runtime, "output_dir", default=None, throw_on_missing=False)  # type: ignore[arg-type]
     if not output_dir or output_dir == "???":  # composed without running a job (tests, notebooks)
         return None
     return Path(str(output_dir)).absolute()
