@@ -18,6 +18,8 @@ from psr.tasks import entry  # noqa: E402  (also registers the run-folder resolv
 def main(cfg: DictConfig) -> None:
     from psr.tasks.evaluate import evaluate
 
+    if cfg.get("evaluate_task") == "segment":  # task=segment: psr/tasks/segment_eval.py
+        from psr.tasks.segment_eval import evaluate_segmentation as evaluate
     # Bad input, a full disk, SIGTERM: one error line and a non-zero exit (psr/tasks/entry.py).
     entry.run_task(evaluate, cfg)
     print(f"psr: evaluation written to {entry.hydra_run_dir()}", flush=True)

@@ -3,28 +3,26 @@
 from __future__ import annotations
 
 import os
-import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
+from psr.tasks import entry  # noqa: E402  (also registers the run-folder resolvers)
+
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="segment")
 def main(cfg: DictConfig) -> float | None:
-    from psr.tasks.errors import ConfigError
     from psr.tasks.segment import segment
 
-    try:
-        summary = segment(cfg)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+    # Bad labels or settings, a full disk, SIGTERM: one error line and a non-zero exit (psr/tasks/entry.py).
+    summary = entry.run_task(segment, cfg)
     metric = cfg.get("optimized_metric")
     value = (summary.get("best") or {}).get(metric) if metric else None
     return float(value) if value is not None else None
 
 
 if __name__ == "__main__":
+    entry.check_overrides()  # unquoted spaces or µ: one error line, not a lexer report
     main()

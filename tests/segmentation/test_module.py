@@ -4,14 +4,11 @@ gradients, crappifiers on the input only, validation metrics, and checkpoints th
 from __future__ import annotations
 
 from functools import partial
-from pathlib import Path
 
-import lightning as L
 import pytest
 import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
-from torch.utils.data import DataLoader
 
 from psr.crappifiers import Chain, Downsample, GaussianNoise
 from psr.modules.segmentation import SegmentationModule, output_channels, panel_row, soft_dice_loss
@@ -101,49 +98,18 @@ def test_inconsistent_settings_fail_at_construction() -> None:
         SegmentationModule(net, partial(torch.optim.Adam), classes=4, boundary_class=4)
 
 
-def test_training_learns_discs_and_checkpoints_describe_themselves(tmp_path: Path) -> None:
-    torch.manual_seed(0)
-    label = torch.stack([torch.from_numpy(discs(32, 3, s).astype("int64")) for s in range(4)])
-    image = (label > 0).float()[:, None] + 0.1 * torch.randn(4, 1, 32, 32)
-    data = [{"image": image[i : i + 2], "label": label[i : i + 2]} for i in (0, 2)]
-    cfg = OmegaConf.create({"model": OmegaConf.load(CONF / "model" / "care_unet.yaml")})
-    cfg.model.n_filter_base = 8
-    cfg.module = {"mode": "instance"}
-    configure_model(cfg, 1)
-    run_config = {"model": OmegaConf.to_container(cfg.model, resolve=False)}
-    module = SegmentationModule(
-        instantiate(cfg.model),
-        partial(torch.optim.Adam, lr=1e-2),
-        mode="instance",
-        panel_dir=str(tmp_path / "panels"),
-        run_config=run_config,
-    )
-    trainer = L.Trainer(
-        max_epochs=15,
-        logger=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        num_sanity_val_steps=0,
-        check_val_every_n_epoch=15,
-    )
-    trainer.fit(
-        module,
-        train_dataloaders=DataLoader([data[0]] * 2, batch_size=None),
-        val_dataloaders=DataLoader([data[1]], batch_size=None),
-    )
+def test_training_learns_discs_and_checkpoints_describe_themselves(trained_discs) -> None:  # noqa: ANN001
+    module, ckpt_path, image = trained_discs
     best = module.history[-1]
     assert best["val/iou/interior"] > 0.5 and best["val/f1"] > 0.5
     assert 0 <= best["val/ap"] <= best["val/f1"] <= 1
-    assert (tmp_path / "panels" / "val_epoch014.png").is_file()
-    ckpt_path = tmp_path / "seg.ckpt"
-    trainer.save_checkpoint(ckpt_path)
+    assert (ckpt_path.parent / "panels" / "val_epoch014.png").is_file()
     from psr.inference.checkpoint import load_checkpoint
 
     loaded = load_checkpoint(ckpt_path)
     assert loaded.out_channels == 3 and loaded.scale == 1
     with torch.no_grad():
-        assert torch.allclose(loaded.net(image[:1]), module.net.eval()(image[:1]), atol=1e-5)
+        assert torch.allclose(loaded.net(image), module.net.eval()(image), atol=1e-5)
 
 
 def test_panel_row_draws_prediction_and_labels_over_the_image() -> None:
