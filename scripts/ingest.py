@@ -92,8 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as err:
         print(f"error: interrupted by {interrupt_name(err)}; no store was written", file=sys.stderr)
         return interrupt_exit_code(err)
-    except OSError as err:  # a full disk, an unwritable folder: one line, not a traceback
-        if (sentence := os_error_sentence(err)) is None:
+    except OSError as err:  # a full disk, an unwritable folder: one line naming the store, not a traceback
+        named = OSError(err.errno, err.strerror, args.output) if err.errno is not None else err
+        if (sentence := os_error_sentence(named)) is None:
             raise
         print(f"error: {sentence}; no store was written", file=sys.stderr)
         return 2

@@ -523,3 +523,43 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(
     ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     assert resumed["best"]["val/psnr"] == full["best"]["val/psnr"]
+
+
+@pytest.mark.parametrize(
+    ("fault", "code", "message"),
+    [
+        (
+            "enospc",
+            2,
+            "error: no space left on device writing {path}; free some space on that disk, or write elsewhere;"
+            " no store was written",
+        ),
+        ("sigterm", 143, "error: interrupted by SIGTERM; no store was written"),
+    ],
+)
+def test_ingest_faults_are_one_line_and_leave_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, fault: str, code: int, message: str
+) -> None:  # noqa: ANN001
+    import importlib.util
+
+    import psr.data.ingest.write as write
+
+    spec = importlib.util.spec_from_file_location("ingest_script", ROOT / "scripts" / "ingest.py")
+    assert spec is not None and spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    tifffile.imwrite(tmp_path / "a.tif", (np.random.default_rng(0).random((32, 32)) * 900).astype(np.uint16))
+    out = tmp_path / "out.ome.zarr"
+    real = write.write_image
+
+    def failing(root, name, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        real(root, name, *args, **kwargs)  # the temporary store holds a whole image by now
+        if fault == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises here
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(out / name / "0"))
+
+    monkeypatch.setattr(write, "write_image", failing)
+    assert script.main([str(tmp_path / "a.tif"), "-o", str(out), "-q"]) == code
+    assert _errors(capsys.readouterr().err) == [message.format(path=out)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
