@@ -34,4 +34,6 @@ def __getattr__(name: str) -> Any:
     """The deprecated spellings ``normalize_percentile`` and ``care_normalize`` (with a warning)."""
     from psr.metrics import care
 
-    return getattr(care, name)
+    if name in care._RENAMED:
+        return getattr(care, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -125,5 +125,7 @@ def test_the_american_spellings_still_work_with_a_deprecation_warning() -> None:
         assert care.normalize_percentile is care.normalise_percentile
     with pytest.warns(DeprecationWarning, match="care_normalise"):
         assert psr.metrics.care_normalize is care.care_normalise
-    with pytest.raises(AttributeError):
+    with pytest.raises(AttributeError, match="psr.metrics.care"):
         _ = care.normalise_nothing
+    with pytest.raises(AttributeError, match="'psr.metrics' has no attribute 'normalise_nothing'"):
+        _ = psr.metrics.normalise_nothing
