@@ -117,6 +117,9 @@ class SegmentationModule(L.LightningModule):
         run_config: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        # Plain lists (Hydra passes ListConfigs): the hyper-parameters saved below must load weights_only.
+        class_names = [str(n) for n in class_names] if class_names is not None else None
+        class_weights = [float(w) for w in class_weights] if class_weights is not None else None
         if mode not in MODES:
             raise ValueError(f"module.mode={mode!r}; expected one of {', '.join(MODES)}")
         self.mode = mode

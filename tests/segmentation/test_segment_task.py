@@ -26,7 +26,12 @@ TINY = [
     "trainer.accelerator=cpu",
     "logger=none",
 ]
-SEGMENT_EXPERIMENTS = [n for n in config_names("experiment") if n.startswith(("sstem_", "stardist_"))]
+# The recipes of segment.py: experiments that select module=segmentation.
+SEGMENT_EXPERIMENTS = [
+    n
+    for n in config_names("experiment")
+    if "override /module: segmentation" in (ROOT / "conf" / "experiment" / f"{n}.yaml").read_text()
+]
 
 
 def _cfg(compose_cfg, *overrides: str):  # noqa: ANN001, ANN202
@@ -100,6 +105,8 @@ def test_sstem_membranes_trains_end_to_end(compose_cfg, monkeypatch) -> None:  #
     cfg = _cfg(compose_cfg, "experiment=sstem_membranes", "data.val_samples=1", "trainer.max_epochs=1")
     summary = segment(cfg)
     assert summary["val_images"] == ["24"]
+    ckpt = torch.load(summary["last_checkpoint"], map_location="cpu", weights_only=True)
+    assert ckpt["hyper_parameters"]["class_names"] == ["cell", "membrane"]
     best = summary["best"]
     assert 0 <= best["val/iou/membrane"] <= 1 and 0 < best["val/iou/cell"] <= 1
     # Every true cell of slice 24 (the regions between its membranes) was matched or missed.
