@@ -119,3 +119,20 @@ def test_panel_row_draws_prediction_and_labels_over_the_image() -> None:
     row = panel_row(image, pred, torch.zeros(8, 8, dtype=torch.long))
     assert row.shape == (8, 24, 3)
     assert row[2, 8 + 2, 0] > 0.3 and row[2, 2].max() == 0 and row[2, 16 + 2].max() == 0
+
+
+def test_class_weights_weigh_the_cross_entropy_per_class() -> None:
+    net = _net("care_unet", "semantic", 3)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1
+    logits = torch.zeros(1, 3, 4, 4)
+    logits[:, 1] = 5.0  # right on the class-1 half, wrong on the class-0 half
+
+    def loss(weights: list[float] | None) -> float:
+        module = SegmentationModule(
+            net, partial(torch.optim.Adam), classes=3, class_weights=weights, dice_weight=0
+        )
+        return float(module.loss(logits, target))
+
+    assert loss([1.0, 1.0, 1.0]) == pytest.approx(loss(None))
+    assert loss([1.0, 3.0, 1.0]) < loss(None) < loss([3.0, 1.0, 1.0])
