@@ -15,25 +15,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from psr.crappifiers.base import Crappifier
-from psr.metrics import psnr, ssim
+from psr.metrics import psnr
 from psr.metrics.care import fit_affine
-from psr.metrics.keys import DEFAULT_MONITOR, SCORES
+from psr.metrics.keys import BASELINE_PSNR, DEFAULT_MONITOR, GAIN_DB, PSNR, TEST, VAL, metric_key
+from psr.metrics.restoration_metric import RestorationScores, image_scores, plane_ssim
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
 Batch = torch.Tensor | dict[str, torch.Tensor]
 
 
-# Per-image sums accumulated over a validation epoch (then divided by the image count).
 VAL_SEED_STRIDE = 100_003
 
 
 def val_seed_for(val_seed: int, batch_index: int) -> int:
     """The degradation seed of validation batch ``batch_index``: fixed, so every epoch sees the same pairs."""
     return val_seed * VAL_SEED_STRIDE + batch_index
-
-
-VAL_KEYS = SCORES
 
 
 def upsample_to(x: torch.Tensor, size: tuple[int, ...], mode: str) -> torch.Tensor:
@@ -56,20 +53,14 @@ def centre_channels(x: torch.Tensor, n: int) -> torch.Tensor:
     return x[:, start : start + n]
 
 
-def _ssim_per_image(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM per image ``(B,)``; 3D patches (often only a few planes deep) average the SSIM of their planes,
-    each plane with the whole volume's data range."""
-    if pred.dim() == 4:
-        return ssim(pred, target)
-    b, c, z = target.shape[:3]
-    flat = target.flatten(1)
-    data_range = (flat.amax(1) - flat.amin(1)).clamp_min(1e-12).repeat_interleave(z)
-    planes = ssim(
-        pred.transpose(1, 2).reshape(b * z, c, *pred.shape[3:]),
-        target.transpose(1, 2).reshape(b * z, c, *target.shape[3:]),
-        data_range=data_range,
-    )
-    return planes.view(b, z).mean(1)
+def _fingerprint(*tensors: torch.Tensor) -> torch.Tensor:
+    """A few order-sensitive sums of ``tensors``: equal for the same data, different when it changes."""
+    dtype = torch.float32 if tensors[0].device.type == "mps" else torch.float64  # MPS has no float64
+    parts = []
+    for t in tensors:
+        flat = t.detach().flatten(1).to(dtype)
+        parts += [flat.sum(), flat.square().sum(), flat.diff(dim=1).abs().sum()]
+    return torch.stack(parts)
 
 
 class RestorationModule(L.LightningModule):
@@ -82,7 +73,10 @@ class RestorationModule(L.LightningModule):
 
     Validation logs ``val/psnr`` and ``val/ssim`` of the prediction and ``val/baseline_psnr`` and
     ``val/baseline_ssim`` of the interpolated input (``baseline_mode``), all per image with the target's
-    own max − min as the data range, then averaged. The resolved run configuration passed as ``run_config``
+    own max − min as the data range, then averaged over every image (of every DDP process) by one
+    :class:`~psr.metrics.restoration_metric.RestorationScores` metric; ``test/...`` likewise. The validation
+    pairs never change, so the baseline's scores of each validation batch are computed once and reused
+    while the batch's input and target are unchanged. The resolved run configuration passed as ``run_config``
     is stored in every checkpoint under ``"psr_config"``. ``channels_last`` ("auto": on CUDA only) stores
     2D activations channels-last for tensor cores; ``compile`` compiles the generator (opt-in: about 35 s
     per graph on a CPU for no measured gain there).
@@ -135,8 +129,11 @@ class RestorationModule(L.LightningModule):
         self.save_hyperparameters(ignore=list(self.not_hyperparameters), logger=False)
         self._train_generator: torch.Generator | None = None
         self._val_batches = 0
-        self._val_sums: dict[str, float] = {}
-        self._val_count = 0
+        self.val_scores = RestorationScores()
+        self.test_scores = RestorationScores()
+        self.test_results: dict[str, float] = {}
+        # Validation batch index -> (shapes and baseline, fingerprint of input and target, (2, B) scores).
+        self._baseline_cache: dict[int, tuple[tuple[Any, ...], torch.Tensor, torch.Tensor]] = {}
         self.history: list[dict[str, float]] = []
 
     # --- degradation on the device -------------------------------------------------------------
@@ -201,78 +198,84 @@ class RestorationModule(L.LightningModule):
 
     def on_validation_epoch_start(self) -> None:
         self._val_batches = 0
-        self._val_sums = {}
-        self._val_count = 0
+        self.val_scores.reset()
 
-    def _score(self, batch: dict[str, torch.Tensor], sums: dict[str, float]) -> tuple[torch.Tensor, ...]:
-        """Add the batch's per-image loss, PSNR and SSIM (model and baseline) to ``sums``; return
-        ``(input, prediction, target)``."""
+    def _score(
+        self, batch: dict[str, torch.Tensor], scores: RestorationScores, cache_key: int | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """Add the batch's loss and per-image PSNR and SSIM (model and baseline) to ``scores``; return
+        ``(input, prediction, target)``. ``cache_key`` (validation: the batch index) reuses the baseline's
+        scores of an unchanged batch."""
         inp, target = batch["input"], batch["target"].float()
         pred = self.eval_net(inp).float()
-        # Multi-frame input: the baseline interpolates the centre frame(s), those the target holds.
+        loss = self.loss_fn(pred, target)
+        real = "real" in batch
+        # Real pairs were rescaled per image by their publishers: score each restoration (and the
+        # baseline) after its least-squares affine fit to the target (the CARE convention).
+        scored = fit_affine(pred, target).float() if real else pred
+        baseline = self._baseline_scores(inp, target, real, cache_key)
+        scores.update(scored, target, baseline_scores=baseline, loss=loss.detach())
+        return inp, pred, target
+
+    def _baseline_scores(
+        self, inp: torch.Tensor, target: torch.Tensor, real: bool, cache_key: int | None
+    ) -> torch.Tensor:
+        """``(2, B)`` PSNR and SSIM of the ``baseline_mode`` interpolation of the input's centre frame(s)
+        (those the target holds), cached under ``cache_key`` with a fingerprint of input and target: a
+        batch whose data changed (another datamodule, another seed) is scored again."""
+        key = (tuple(inp.shape), tuple(target.shape), self.baseline_mode, real, inp.device)
+        fingerprint = _fingerprint(inp, target) if cache_key is not None else None
+        cached = self._baseline_cache.get(cache_key) if cache_key is not None else None
+        if (
+            cached is not None
+            and fingerprint is not None
+            and cached[0] == key
+            and torch.equal(cached[1], fingerprint)
+        ):
+            return cached[2]
+        scores = self._score_baseline(inp, target, real)
+        if cache_key is not None:
+            assert fingerprint is not None
+            self._baseline_cache[cache_key] = (key, fingerprint, scores)
+        return scores
+
+    def _score_baseline(self, inp: torch.Tensor, target: torch.Tensor, real: bool) -> torch.Tensor:
         baseline = upsample_to(
             centre_channels(inp.float(), target.shape[1]), tuple(target.shape[2:]), self.baseline_mode
         )
-        loss = self.loss_fn(pred, target)
-        scored, scored_baseline = pred, baseline
-        if "real" in batch:
-            # Real pairs were rescaled per image by their publishers: score each restoration (and the
-            # baseline) after its least-squares affine fit to the target (the CARE convention).
-            scored, scored_baseline = fit_affine(pred, target).float(), fit_affine(baseline, target).float()
-        values = {  # the keys of VAL_KEYS
-            "loss": loss.detach() * target.shape[0],
-            "psnr": psnr(scored, target).sum(),
-            "ssim": _ssim_per_image(scored, target).sum(),
-            "baseline_psnr": psnr(scored_baseline, target).sum(),
-            "baseline_ssim": _ssim_per_image(scored_baseline, target).sum(),
-        }
-        for key, value in values.items():
-            sums[key] = sums.get(key, 0.0) + float(value)
-        return inp, pred, target
+        return image_scores(fit_affine(baseline, target).float() if real else baseline, target)
 
     def validation_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        inp, pred, target = self._score(batch, self._val_sums)
-        self._val_count += target.shape[0]
+        inp, pred, target = self._score(batch, self.val_scores, cache_key=batch_idx)
         if batch_idx == 0 and not self.trainer.sanity_checking:
             self._log_panels(inp, pred, target, real="real" in batch)
 
-    def _reduce(self, sums: dict[str, float], count: float, prefix: str) -> dict[str, float] | None:
-        """Means over every image of the epoch (all DDP ranks); ``None`` when there was none."""
-        if self.trainer is not None and self.trainer.world_size > 1:
-            # Every rank saw a share of the set: sum the sums and counts over ranks, so the logged values,
-            # the history and summary.json all describe the whole set.
-            keys = sorted(VAL_KEYS)
-            dtype = torch.float32 if self.device.type == "mps" else torch.float64
-            local = torch.tensor([sums.get(k, 0.0) for k in keys] + [count], dtype=dtype, device=self.device)
-            total = self.trainer.strategy.reduce(local, reduce_op="sum")
-            sums = {k: float(v) for k, v in zip(keys, total[:-1].tolist(), strict=True)}
-            count = float(total[-1])
-        if not count:
+    def _log_scores(self, scores: RestorationScores, stage: str) -> dict[str, float] | None:
+        """Log the means over every image of the epoch (all DDP processes); ``None`` when there was none."""
+        means = scores.compute()
+        if not means:
             return None
-        metrics = {f"{prefix}/{k}": v / count for k, v in sums.items()}
+        metrics = {metric_key(stage, k): float(v) for k, v in means.items()}
         self.log_dict(metrics, prog_bar=False)
-        self.log(
-            f"{prefix}/gain_db", metrics[f"{prefix}/psnr"] - metrics[f"{prefix}/baseline_psnr"], prog_bar=True
-        )
+        gain = metrics[metric_key(stage, PSNR)] - metrics[metric_key(stage, BASELINE_PSNR)]
+        self.log(metric_key(stage, GAIN_DB), gain, prog_bar=True)
         return metrics
 
     def on_validation_epoch_end(self) -> None:
-        metrics = self._reduce(self._val_sums, float(self._val_count), "val")
+        metrics = self._log_scores(self.val_scores, VAL)
         if metrics is not None and not self.trainer.sanity_checking:
             self.history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})
 
     # --- test: real pairs held out from validation (data=pairs data.test_pairs) ---------------------
     def on_test_epoch_start(self) -> None:
-        self._test_sums: dict[str, float] = {}
-        self._test_count = 0
-        self.test_results: dict[str, float] = {}
+        self.test_scores.reset()
+        self.test_results = {}
 
     def test_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> None:
-        _, _, target = self._score(batch, self._test_sums)
-        self._test_count += target.shape[0]
+        self._score(batch, self.test_scores)
 
     def on_test_epoch_end(self) -> None:
-        self.test_results = self._reduce(self._test_sums, float(self._test_count), "test") or {}
+        self.test_results = self._log_scores(self.test_scores, TEST) or {}
 
     # --- panels --------------------------------------------------------------------------------
     def _log_panels(
@@ -301,9 +304,9 @@ class RestorationModule(L.LightningModule):
             s.detach().cpu().tolist()
             for s in (
                 psnr(prediction, target),
-                _ssim_per_image(prediction, target),
+                plane_ssim(prediction, target),
                 psnr(baseline, target),
-                _ssim_per_image(baseline, target),
+                plane_ssim(baseline, target),
             )
         ]
 

@@ -181,8 +181,8 @@ def score_degradations(
     patch (multi-frame input). Returns, per crappifier name, the mean over patches of PSNR and SSIM
     (per image, the target's max − min as the data range) of the model and of the baseline, and ``n``.
     """
-    from psr.metrics import psnr
-    from psr.modules.restoration import _ssim_per_image, centre_channels, upsample_to, val_seed_for
+    from psr.metrics.restoration_metric import RestorationScores
+    from psr.modules.restoration import centre_channels, upsample_to, val_seed_for
 
     device = torch.device(device)
     out_channels = getattr(net, "out_channels", None)
@@ -191,8 +191,8 @@ def score_degradations(
     net.eval()
     try:
         for name, crappifier in crappifiers.items():
-            sums = {"psnr": 0.0, "ssim": 0.0, "baseline_psnr": 0.0, "baseline_ssim": 0.0}
-            count = 0
+            # Rank 0 alone cross-evaluates: no synchronisation with the other DDP processes.
+            scores = RestorationScores(sync_on_compute=False).to(device)
             for i, clean in enumerate(batches):
                 clean = clean.to(device).float()
                 generator = torch.Generator(device=device).manual_seed(val_seed_for(val_seed, i))
@@ -202,16 +202,12 @@ def score_degradations(
                     pred = net(low).float()
                     size = tuple(target.shape[2:])
                     baseline = upsample_to(centre_channels(low, target.shape[1]), size, baseline_mode)
-                sums["psnr"] += float(psnr(pred, target).sum())
-                sums["ssim"] += float(_ssim_per_image(pred, target).sum())
-                sums["baseline_psnr"] += float(psnr(baseline, target).sum())
-                sums["baseline_ssim"] += float(_ssim_per_image(baseline, target).sum())
-                count += int(target.shape[0])
-            if not count:
+                    scores.update(pred, target, baseline=baseline)
+            if not int(scores.count):
                 raise ConfigError(
                     "cross_eval: the data held out no validation patches; set data.val_fraction > 0"
                 )
-            results[name] = {**{k: v / count for k, v in sums.items()}, "n": count}
+            results[name] = {**{k: float(v) for k, v in scores.compute().items()}, "n": int(scores.count)}
     finally:
         net.train(was_training)
     return results
