@@ -64,8 +64,19 @@ def dynamic_shapes(model: LoadedModel) -> dict[int, Any]:
     return dims
 
 
+def trace_shape(model: LoadedModel, shape: Sequence[int]) -> tuple[int, ...]:
+    """The input shape to trace the export at: ``shape`` with the batch and every spatial axis at least two
+    of its size steps. ``torch.export`` specialises a dimension whose example size is 1 to that constant,
+    so an axis of one step (a ResNet U-Net of depth 5 on 8 pixels ×4: ``8·y_blocks`` with ``y_blocks = 1``)
+    would stop being dynamic and the export would fail."""
+    batch, channels, *spatial = (int(n) for n in shape)
+    sizes = [max(n, 2 * step) for n, step in zip(spatial, size_steps(model), strict=True)]
+    return (max(batch, 2), channels, *sizes)
+
+
 def write_onnx(model: LoadedModel, path: Path, example_shape: Sequence[int]) -> int:
-    """Export ``model.net`` to ``path`` (one self-contained file, psr metadata in ``metadata_props``).
+    """Export ``model.net`` to ``path`` (one self-contained file, psr metadata in ``metadata_props``),
+    traced at ``trace_shape(model, example_shape)``.
 
     Returns the opset version written.
     """
@@ -76,7 +87,7 @@ def write_onnx(model: LoadedModel, path: Path, example_shape: Sequence[int]) -> 
         with _quiet():
             torch.onnx.export(
                 net,
-                (random_input(example_shape),),
+                (random_input(trace_shape(model, example_shape)),),
                 str(path),
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME],

@@ -20,6 +20,7 @@ import yaml
 
 from psr.export.common import (
     ExportError,
+    compare,
     random_input,
     size_steps,
     staged_output,
@@ -338,3 +339,28 @@ def test_default_output_is_outputs_export_name(checkpoints, tmp_path: Path, monk
     assert summary_line(summary).startswith(
         "psr: wrote outputs/export/psr-rcan-poisson-x4.pt (torchscript, RCAN ×4)"
     )
+
+
+def test_compare_tolerates_float32_rounding_relative_to_the_output_magnitude() -> None:
+    """``atol`` in the normalised range, plus ``rtol`` of larger outputs (an untrained ResNet-34 U-Net's reach
+    30, where onnxruntime and PyTorch differ by 1.4e-4); NaN and wrong shapes never pass."""
+    large = torch.full((1, 1, 4, 4), 30.0)
+    assert compare(large, large + 1.4e-4, "m", (1, 1, 4, 4)) == pytest.approx(1.4e-4, rel=1e-2)
+    small = torch.full((1, 1, 4, 4), 0.5)
+    with pytest.raises(ExportError, match=r"differs from eager PyTorch by 0.00014 .* shape \[1, 1, 4, 4\]"):
+        compare(small, small + 1.4e-4, "m", (1, 1, 4, 4))
+    with pytest.raises(ExportError, match="differs"):
+        compare(small, small * float("nan"), "m", (1, 1, 4, 4))
+    with pytest.raises(ExportError, match="returns shape"):
+        compare(small, small[..., :2], "m", (1, 1, 4, 4))
+
+
+def test_onnx_traces_every_dynamic_axis_at_two_steps_or_more() -> None:
+    """``torch.export`` fixes a dimension traced at size 1: batch and size-step blocks start at 2."""
+    from psr.export.onnx import trace_shape
+    from psr.models.unet import UNet
+
+    net = UNet(1, 1, 4, encoder_depth=5, decoder_channels=[8] * 5)  # pads to 32 after ×4: Y/X step 8
+    model = LoadedModel(net=net, config={"scale": 4}, path=Path("m.ckpt"))
+    assert trace_shape(model, (1, 1, 8, 8)) == (2, 1, 16, 16)
+    assert trace_shape(model, (2, 1, 24, 16)) == (2, 1, 24, 16)
