@@ -148,6 +148,9 @@ def read_tiff(path: Path, source: str) -> list[Source]:
                         sizes, unit = tiff_sizes(tf, series.pages[0] if pages else tf.pages[0])
                         names = ()
                     dtype = np.dtype(series.dtype)
+                    # pread copies the file's bytes as they are: only for native byte order (a big-endian
+                    # TIFF is decoded by tifffile instead)
+                    native = dtype.newbyteorder(tf.byteorder).isnative
                     images.append(
                         Source(
                             path=path,
@@ -157,7 +160,7 @@ def read_tiff(path: Path, source: str) -> list[Source]:
                             dtype=dtype,
                             pixel_size=sizes,
                             unit=unit,
-                            opener=_opener(path, index, series.dataoffset, shape, dtype),
+                            opener=_opener(path, index, series.dataoffset if native else None, shape, dtype),
                             channel_names=names,
                             source=source,
                         )
