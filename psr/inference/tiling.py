@@ -73,6 +73,15 @@ def tile_starts(size: int, tile: int, overlap: int) -> list[int]:
     return starts
 
 
+def balanced_tile(size: int, tile: int, overlap: int) -> int:
+    """The smallest tile edge that covers an axis of ``size`` pixels with as few tiles of at most ``tile``
+    as possible: a 2048-pixel axis takes three 726-pixel tiles (overlap 64) rather than three of 1024."""
+    if size <= tile:
+        return size
+    n = math.ceil((size - overlap) / (tile - overlap))
+    return max(2 * overlap, min(tile, math.ceil((size + (n - 1) * overlap) / n)))
+
+
 def tile_grid(
     shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int] = 0
 ) -> list[Region]:

@@ -16,9 +16,12 @@ import torch
 import zarr
 
 from psr.inference.errors import PredictionError
+from psr.inference.forward import infer
 from psr.inference.images import input_statistics, open_input, plan_layout
-from psr.inference.predict import infer, parse_bytes, predict_image, resolve_batch_size, watch_folder
+from psr.inference.options import parse_bytes, resolve_batch_size
+from psr.inference.predict import predict_image
 from psr.inference.tiling import stitch, tile_grid
+from psr.inference.watch import watch_folder
 from tests.inference.conftest import LocalNet, loaded
 
 
