@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from psr.tasks import train as train_task
+from psr.tasks import hardware as train_task
 from tests.conftest import ROOT, TINY
 
 
@@ -63,7 +63,7 @@ def test_cpu_picks_one_worker_and_logs_it(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(train_task, "cpu_count", lambda: 2)
-    with caplog.at_level("INFO", logger="psr.tasks.train"):
+    with caplog.at_level("INFO", logger="psr.tasks.hardware"):
         picks = train_task.loader_settings(_cfg({"accelerator": "cpu", "devices": 1}, dict(NULLS)))
     assert picks == {
         "num_workers": 1,

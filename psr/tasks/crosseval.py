@@ -24,14 +24,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
+from psr.tasks.common import check_blank_patch
 from psr.tasks.errors import ConfigError
+
+if TYPE_CHECKING:
+    import lightning as L
 
 log = logging.getLogger(__name__)
 
@@ -151,16 +156,7 @@ def build_test_crappifiers(
                 f"cross_eval.crappifiers: crappifier {name!r} downsamples by {factor} but this run's scale is"
                 f" {scale}; test degradations must remove what the model restores"
             )
-        if patch:
-            shape = (1, channels, *patch)
-            with torch.no_grad():
-                out = crappifier(torch.full(shape, 0.5), torch.Generator().manual_seed(0))
-            expected = (*shape[:-2], shape[-2] // scale, shape[-1] // scale)
-            if tuple(out.shape) != expected:
-                raise ConfigError(
-                    f"cross_eval.crappifiers: crappifier {name!r} turns a patch of shape {list(shape)} into"
-                    f" {list(out.shape)}; expected {list(expected)}"
-                )
+        check_blank_patch(crappifier, f"cross_eval.crappifiers: crappifier {name!r}", patch, channels, scale)
         found[name] = crappifier
     return found
 
@@ -282,9 +278,17 @@ def real_pair_scores(
 
 
 # --- the configuration ----------------------------------------------------------------------------
-def settings(cfg: DictConfig) -> tuple[list[str], list[str], list[str]]:
-    """``cross_eval.crappifiers``, ``cross_eval.real_pairs`` and ``cross_eval.real_pairs_overrides`` as
-    lists of strings (a missing node: all empty)."""
+@dataclass(frozen=True)
+class Settings:
+    """``cross_eval.crappifiers``, ``cross_eval.real_pairs`` and ``cross_eval.real_pairs_overrides``."""
+
+    crappifiers: list[str] = field(default_factory=list)
+    real_pairs: list[str] = field(default_factory=list)
+    real_pairs_overrides: list[str] = field(default_factory=list)
+
+
+def settings(cfg: DictConfig) -> Settings:
+    """The ``cross_eval`` node as lists of strings (a missing node: all empty)."""
     node = cfg.get("cross_eval") or {}
 
     def strings(key: str) -> list[str]:
@@ -297,7 +301,7 @@ def settings(cfg: DictConfig) -> tuple[list[str], list[str], list[str]]:
             raise ConfigError(f"cross_eval.{key} is {value!r}; expected a list of names")
         return [str(v) for v in value]
 
-    return strings("crappifiers"), strings("real_pairs"), strings("real_pairs_overrides")
+    return Settings(strings("crappifiers"), strings("real_pairs"), strings("real_pairs_overrides"))
 
 
 def check_ablation(cfg: DictConfig, choices: Mapping[str, str]) -> None:
@@ -317,3 +321,77 @@ def check_ablation(cfg: DictConfig, choices: Mapping[str, str]) -> None:
                 f"{group}={value} is not in ablation.{key}={values}; change the grid with"
                 f" ablation.{key}=[...] (the sweep and the test degradations follow it), not {group}=..."
             )
+
+
+# --- after training -------------------------------------------------------------------------------
+def evaluate_after_training(
+    cfg: DictConfig,
+    parts: dict[str, Any],
+    module: Any,
+    trainer: L.Trainer,
+    summary: dict[str, Any],
+    output_dir: Path,
+) -> dict[str, Any]:
+    """``cross_eval`` and ``real_eval`` of the best (else last) checkpoint; the in-memory generator when
+    no checkpoint was written (``debug=fdr``). ``parts`` is what ``psr.tasks.train.build`` returned (its
+    ``test_crappifiers`` and the ``cross_eval`` settings parsed there)."""
+    test_crappifiers: dict[str, Any] = parts["test_crappifiers"]
+    chosen: Settings = parts["cross_eval"]
+    real_pairs, real_overrides = chosen.real_pairs, chosen.real_pairs_overrides
+    checkpoint = summary.get("best_checkpoint") or summary.get("last_checkpoint")
+    out: dict[str, Any] = {"eval_checkpoint": checkpoint, "cross_eval": {}, "real_eval": {}}
+    if not test_crappifiers and not real_pairs:
+        return out
+    device = trainer.strategy.root_device
+    if checkpoint:
+        from psr.inference.checkpoint import load_checkpoint
+
+        net = load_checkpoint(checkpoint, device=device).net
+    else:
+        net = module.eval_net
+    if test_crappifiers:
+        for crappifier in test_crappifiers.values():
+            if isinstance(crappifier, torch.nn.Module):
+                crappifier.to(device)
+        batches = validation_batches(parts["datamodule"].val_dataloader())
+        out["cross_eval"] = score_degradations(
+            net,
+            batches,
+            test_crappifiers,
+            val_seed=int(cfg.module.get("val_seed", 12345)),
+            baseline_mode=str(cfg.module.get("baseline_mode", "bilinear")),
+            device=device,
+        )
+        for name, scores in out["cross_eval"].items():
+            log.info(
+                "cross_eval %s: PSNR %.2f dB (baseline %.2f dB), SSIM %.3f (baseline %.3f), %d patches",
+                name,
+                scores["psnr"],
+                scores["baseline_psnr"],
+                scores["ssim"],
+                scores["baseline_ssim"],
+                scores["n"],
+            )
+    if real_pairs:
+        if not checkpoint:
+            log.warning("cross_eval.real_pairs skipped: this run wrote no checkpoint to evaluate")
+        else:
+            out["real_eval"] = real_pair_scores(
+                real_pairs, checkpoint, output_dir / "real_eval", real_overrides
+            )
+    return out
+
+
+def log_evaluations(trainer: L.Trainer, summary: dict[str, Any]) -> None:
+    """Send the cross-evaluation figures to the run's loggers (W&B summary, a CSV row)."""
+    metrics = {
+        f"{kind}/{name}/{key}": float(value)
+        for kind in ("cross_eval", "real_eval")
+        for name, scores in (summary.get(kind) or {}).items()
+        for key, value in scores.items()
+    }
+    if not metrics:
+        return
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+        logger.save()

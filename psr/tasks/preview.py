@@ -17,7 +17,8 @@ from omegaconf import DictConfig
 
 from psr.reporting.draws import Step, recording
 from psr.reporting.figures import save_figure
-from psr.tasks.train import _choice, build
+from psr.tasks.common import choice as _choice
+from psr.tasks.train import build
 
 
 def _middle_plane(x: torch.Tensor) -> torch.Tensor:

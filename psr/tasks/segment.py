@@ -23,17 +23,14 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 from psr.data.pairs import PairError
+from psr.tasks.common import choice as _choice
+from psr.tasks.common import instantiate_node as _instantiate
+from psr.tasks.common import quiet_duplicate_logs as _quiet_duplicate_logs
+from psr.tasks.common import write_json as _write_json
 from psr.tasks.errors import ConfigError
+from psr.tasks.hardware import loader_settings, set_threads
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
-from psr.tasks.train import (
-    EpochLossHistory,
-    _choice,
-    _instantiate,
-    _quiet_duplicate_logs,
-    _write_json,
-    loader_settings,
-    set_threads,
-)
+from psr.tasks.run_summary import EpochLossHistory
 
 log = logging.getLogger(__name__)
 
