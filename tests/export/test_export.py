@@ -197,7 +197,8 @@ def test_bioimageio_core_model_test_passes_on_the_written_zip(packages) -> None:
 
 @pytest.mark.parametrize("name", list(MODELS))
 def test_bioimageio_prediction_matches_eager_pytorch(packages, loaded, name: str) -> None:  # noqa: ANN001
-    from psr.export.bioimageio import predict_normalised, predict_with_bioimageio
+    from psr.export.bioimageio import predict_with_bioimageio
+    from psr.export.content import predict_normalised
 
     model = loaded[name]
     with zipfile.ZipFile(packages[name].path) as zf:
