@@ -47,6 +47,7 @@ class Command:
 
 COMMANDS: tuple[Command, ...] = (
     Command("train", "train.py", "train a model (Hydra: model=rcan crappifier=poisson scale=4, -m sweeps)"),
+    Command("segment", "segment.py", "train a segmentation model (Hydra: experiment=sstem_membranes)"),
     Command("predict", "predict.py", "restore images of any size (Hydra: ckpt=... input=... output=...)"),
     Command("evaluate", "evaluate.py", "score a checkpoint against ground truth (Hydra: ckpt=... data=...)"),
     Command("export", "scripts/export.py", "a checkpoint as bioimage.io, ONNX or TorchScript (Hydra)"),

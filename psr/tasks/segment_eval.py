@@ -158,9 +158,11 @@ def _crappifier(cfg: DictConfig, restorer: LoadedModel | None) -> tuple[Any, int
     """The degradation of labelled images: a ``conf/crappifier`` preset, else the restorer's own."""
     from hydra.utils import instantiate
 
+    from psr.tasks.crosseval import CONF_DIR  # through psr/_app: an installed psr finds its presets too
+
     name = cfg.segment.get("crappifier")
     if name:
-        path = Path(__file__).resolve().parents[2] / "conf" / "crappifier" / f"{name}.yaml"
+        path = CONF_DIR / "crappifier" / f"{name}.yaml"
         if not path.is_file():
             raise ConfigError(f"segment.crappifier={name} is not a preset of conf/crappifier")
         scale = int(cfg.segment.get("scale") or (restorer.scale if restorer else 1))

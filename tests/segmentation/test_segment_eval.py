@@ -154,3 +154,26 @@ def test_wrong_checkpoints_and_missing_degradation_are_config_errors(
         )
     with pytest.raises(ConfigError, match="seg_ckpt has no value"):
         evaluate_segmentation(compose_eval(f"segment.images={images}"))
+
+
+def test_crappifier_presets_come_from_the_packaged_conf(
+    compose_eval,
+    seg_ckpt,
+    labelled_folder,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    """segment.crappifier names a preset of psr's conf/ as psr/_app carries it (psr.tasks.crosseval.CONF_DIR),
+    not of a conf/ next to the source: an installed psr evaluates from any folder."""
+    from psr.tasks import crosseval
+
+    conf = tmp_path / "installed_conf"
+    (conf / "crappifier").mkdir(parents=True)
+    (conf / "crappifier" / "mine.yaml").write_text((CONF / "crappifier" / "none.yaml").read_text())
+    monkeypatch.setattr(crosseval, "CONF_DIR", conf)
+    images, masks = labelled_folder(n=1)
+    common = (f"seg_ckpt={seg_ckpt}", f"segment.images={images}", f"segment.labels={masks}", "figures=false")
+    summary = evaluate_segmentation(compose_eval(*common, "segment.crappifier=mine", "segment.scale=1"))
+    assert summary["crappifier"] == "mine" and summary["n_images"] == 1
+    with pytest.raises(ConfigError, match="segment.crappifier=pssr_em is not a preset"):
+        evaluate_segmentation(compose_eval(*common, "segment.crappifier=pssr_em"))
