@@ -1,5 +1,5 @@
-"""What every task shares: quiet logs, a config group's choice, instantiation with one-sentence errors,
-atomic JSON, and the blank-patch check of a degradation."""
+"""What every task shares: quiet logs, a config group's choice, required values and instantiation with
+one-sentence errors, atomic JSON, and the blank-patch check of a degradation."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from psr.atomic import write_atomic
@@ -50,6 +50,19 @@ def choice(cfg: DictConfig, group: str) -> str:
         return str(HydraConfig.get().runtime.choices.get(group, group))
     except (ValueError, AttributeError):
         return str(cfg.get(group, {}).get("_target_", group)).rsplit(".", 1)[-1]
+
+
+def select_required(cfg: DictConfig, key: str) -> Any:
+    """``cfg[key]`` (dotted), a missing mandatory value as one ``ConfigError`` naming the key."""
+    try:
+        return OmegaConf.select(cfg, key, throw_on_missing=True)
+    except MissingMandatoryValue as err:
+        raise ConfigError(f"{key} has no value; set it on the command line ({key}=...)") from err
+
+
+def plain(value: Any) -> Any:
+    """A config node as plain Python (lists, dicts); anything else as it is."""
+    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
 
 
 def instantiate_node(node: DictConfig, key: str, **kwargs: Any) -> Any:

@@ -72,7 +72,7 @@ def test_training_statistics_are_the_smoothed_percentiles(tmp_path: Path) -> Non
 def test_every_inference_path_normalises_a_raw_frame_the_same_way(tmp_path: Path) -> None:
     from psr.data.paired import normalise_image
     from psr.inference.images import input_statistics, open_input, plan_layout
-    from psr.tasks.evaluate import _normalise
+    from psr.tasks.eval_data import normalise_plane as _normalise
 
     _, raw = _clean_and_raw(3)
     frame = raw.astype(np.float32)
