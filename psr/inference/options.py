@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -14,7 +13,7 @@ import torch
 from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
 from psr.inference.images import InputImage, Layout
-from psr.inference.tiling import WINDOWS
+from psr.inference.tiling import WINDOWS, per_axis
 from psr.inference.writers import OutputGeometry
 
 BATCH_AUTO = {"cpu": 4, "cuda": 16}
@@ -86,25 +85,13 @@ def parse_bytes(value: int | float | str, key: str = "memory_budget") -> int:
     return int(number * _SIZE_UNITS[unit])
 
 
-def per_axis(value: int | Sequence[int], ndim: int, key: str) -> tuple[int, ...]:
-    """An int for every spatial axis, or one per axis; a clear error naming the option otherwise."""
-    try:
-        values = (int(value),) * ndim if isinstance(value, int | np.integer) else tuple(int(v) for v in value)
-    except (TypeError, ValueError) as err:
-        raise PredictionError(f"{key}={value} is not an integer or a list of {ndim} integers") from err
-    if len(values) != ndim:
-        raise PredictionError(
-            f"{key}={list(values)} has {len(values)} values; the model has {ndim} spatial axes: give one"
-            f" value or {ndim}"
-        )
-    return values
-
-
 def check_options(
     spatial_dims: int, tile: Any, overlap: Any, window: str
 ) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    tiles = per_axis(tile, spatial_dims, "tile")
-    overlaps = per_axis(overlap, spatial_dims, "overlap")
+    try:
+        tiles, overlaps = per_axis(tile, spatial_dims, "tile"), per_axis(overlap, spatial_dims, "overlap")
+    except ValueError as err:
+        raise PredictionError(str(err)) from err
     if min(tiles) < 1:
         raise PredictionError(f"tile={tile} must be positive (input pixels per tile side)")
     if min(overlaps) < 0:

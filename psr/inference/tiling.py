@@ -45,11 +45,16 @@ class Accumulator(Protocol):
     def __setitem__(self, key: Any, value: Any) -> None: ...
 
 
-def _per_axis(value: int | Sequence[int], ndim: int, name: str) -> tuple[int, ...]:
-    values = (int(value),) * ndim if isinstance(value, int | np.integer) else tuple(int(v) for v in value)
+def per_axis(value: int | Sequence[int], ndim: int, key: str) -> tuple[int, ...]:
+    """An int for every spatial axis, or one per axis; ``ValueError`` naming the option ``key`` otherwise."""
+    try:
+        values = (int(value),) * ndim if isinstance(value, int | np.integer) else tuple(int(v) for v in value)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{key}={value} is not an integer or a list of {ndim} integers") from err
     if len(values) != ndim:
         raise ValueError(
-            f"{name} has {len(values)} values {list(values)}; expected 1 or {ndim} (one per axis)"
+            f"{key}={list(values)} has {len(values)} values; there are {ndim} spatial axes: give one value"
+            f" or {ndim}"
         )
     return values
 
@@ -89,8 +94,8 @@ def tile_grid(
     order. ``tile`` and ``overlap`` are one value for every axis or one per axis. All tiles have the same
     shape: ``min(tile, size)`` per axis; together they cover the image exactly."""
     ndim = len(shape)
-    tiles = _per_axis(tile, ndim, "tile")
-    overlaps = _per_axis(overlap, ndim, "overlap")
+    tiles = per_axis(tile, ndim, "tile")
+    overlaps = per_axis(overlap, ndim, "overlap")
     axes: list[list[slice]] = []
     for axis, (size, t, o) in enumerate(zip(shape, tiles, overlaps, strict=True)):
         try:
@@ -152,7 +157,7 @@ def axis_windows(
     outer product. Each depends only on whether the tile's sides along that axis are shared."""
     ndim = len(shape)
     factors = tuple(factors) if factors is not None else (1,) * ndim
-    overlaps = _per_axis(overlap, ndim, "overlap")
+    overlaps = per_axis(overlap, ndim, "overlap")
     return [
         window_1d(s.start * f, s.stop * f, int(size) * f, o * f, kind, (o // 4) * f)
         for s, size, o, f in zip(region, shape, overlaps, factors, strict=True)
@@ -267,7 +272,7 @@ def stitch(
 def n_tiles(shape: Sequence[int], tile: int | Sequence[int], overlap: int | Sequence[int]) -> int:
     """How many tiles ``tile_grid`` makes, without listing them."""
     ndim = len(shape)
-    tiles, overlaps = _per_axis(tile, ndim, "tile"), _per_axis(overlap, ndim, "overlap")
+    tiles, overlaps = per_axis(tile, ndim, "tile"), per_axis(overlap, ndim, "overlap")
     return math.prod(len(tile_starts(int(n), t, o)) for n, t, o in zip(shape, tiles, overlaps, strict=True))
 
 
@@ -286,7 +291,7 @@ def window_sums(
     """
     ndim = len(shape)
     factors = tuple(factors) if factors is not None else (1,) * ndim
-    tiles, overlaps = _per_axis(tile, ndim, "tile"), _per_axis(overlap, ndim, "overlap")
+    tiles, overlaps = per_axis(tile, ndim, "tile"), per_axis(overlap, ndim, "overlap")
     sums: list[np.ndarray] = []
     for size, t, o, f in zip(shape, tiles, overlaps, factors, strict=True):
         total = np.zeros(int(size) * f)
