@@ -24,13 +24,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from omegaconf import DictConfig
 
 from psr.atomic import write_atomic
 from psr.data.pairs import PairError
 from psr.inference.checkpoint import CheckpointError, LoadedModel, load_checkpoint
+from psr.inference.forward import predict_tensor as predict_image  # the name tests and segment_eval use
 from psr.metrics.scores import restoration_scores
 from psr.tasks.common import select_required
 from psr.tasks.errors import ConfigError
@@ -72,63 +72,6 @@ def _load(cfg: DictConfig, device: torch.device) -> LoadedModel:
         return load_checkpoint(str(ckpt), device=device)
     except CheckpointError as err:
         raise ConfigError(f"ckpt={ckpt}: {err}") from err
-
-
-def _balanced_tile(size: int, tile: int, overlap: int) -> int:
-    """The smallest tile edge that covers ``size`` with as few tiles of at most ``tile`` as possible: a
-    2048-pixel axis takes three 726-pixel tiles (overlap 64) rather than three of 1024."""
-    if size <= tile:
-        return size
-    n = math.ceil((size - overlap) / (tile - overlap))
-    return max(2 * overlap, min(tile, math.ceil((size + (n - 1) * overlap) / n)))
-
-
-def predict_image(
-    net: torch.nn.Module,
-    low: torch.Tensor,
-    scale: int,
-    out_channels: int,
-    tile: int | None,
-    overlap: int,
-    batch_size: int,
-    device: torch.device,
-    tta: bool = False,
-) -> torch.Tensor:
-    """``net`` on a whole image ``(1, C, *S)`` → ``(1, out_channels, *S·scale)`` float32 on the CPU.
-
-    Images larger than ``tile`` along Y or X run in tiles of at most ``tile`` pixels (as few as can cover
-    the image, equally sized) overlapping by ``overlap`` (Z, for 3D models, stays whole), ``batch_size``
-    tiles per forward pass, blended with the windows of ``psr.inference.tiling`` (tile borders are
-    outweighed by the neighbouring tile's interior). With ``tta`` every forward pass is the mean over the 8
-    flips and rotations in Y/X (``psr.inference.predict.infer``, bf16 autocast on CUDA).
-    """
-    from psr.inference.predict import infer
-    from psr.inference.tiling import stitch, tile_grid
-
-    def forward(x: torch.Tensor) -> torch.Tensor:
-        if tta:
-            return infer(net, x, tta=True)
-        with torch.no_grad():
-            return net(x).float()
-
-    spatial = tuple(int(n) for n in low.shape[2:])
-    factors = (1,) * (len(spatial) - 2) + (scale, scale)
-    out_shape = (1, out_channels, *(n * f for n, f in zip(spatial, factors, strict=True)))
-    if tile is None or max(spatial[-2:]) <= tile:
-        return forward(low.to(device)).cpu().reshape(out_shape)
-    tiles = (*spatial[:-2], *(_balanced_tile(n, tile, overlap) for n in spatial[-2:]))
-    overlaps = (0,) * (len(spatial) - 2) + (overlap, overlap)
-    regions = tile_grid(spatial, tiles, overlaps)
-
-    def pieces() -> Iterator[tuple[Any, np.ndarray]]:
-        for i in range(0, len(regions), batch_size):
-            chunk = regions[i : i + batch_size]
-            batch = torch.cat([low[(slice(None), slice(None), *region)] for region in chunk]).to(device)
-            pred = forward(batch).cpu().numpy()
-            yield from zip(chunk, pred, strict=True)
-
-    stitched = stitch(pieces(), spatial, overlaps, factors=factors)
-    return torch.from_numpy(stitched).reshape(out_shape)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
