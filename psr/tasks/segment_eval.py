@@ -26,8 +26,6 @@ overlay figure per image, and prints a Markdown table. Outputs are written under
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -48,7 +46,10 @@ from psr.atomic import write_atomic
 from psr.data.pairs import PairError
 from psr.inference.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from psr.metrics.segmentation import Matching, confusion_matrix, iou_dice, match_instances
+from psr.tasks.common import plain as _plain
+from psr.tasks.common import select_required as _get
 from psr.tasks.errors import ConfigError
+from psr.tasks.eval_outputs import csv_text, finite
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,8 @@ class Segmenter:
 
     def __call__(self, image: torch.Tensor) -> tuple[np.ndarray, np.ndarray | None]:
         from psr.data.normalise import normalise_frame
+        from psr.inference.forward import predict_tensor as predict_image
         from psr.modules.segmentation import probabilities
-        from psr.tasks.evaluate import predict_image
 
         plane = normalise_frame(image[0].numpy(), self.percentiles, 0.0, "image")
         logits = predict_image(
@@ -132,19 +133,6 @@ class Segmenter:
         classes = map_classes(label, self.label_map, self.classes, "segment.labels")
         instances = self.module.true_instances(classes) if self.module.scores_instances else None
         return classes, instances
-
-
-def _get(cfg: DictConfig, key: str) -> Any:
-    from omegaconf.errors import MissingMandatoryValue
-
-    try:
-        return OmegaConf.select(cfg, key, throw_on_missing=True)
-    except MissingMandatoryValue as err:
-        raise ConfigError(f"{key} has no value; set it on the command line ({key}=...)") from err
-
-
-def _plain(value: Any) -> Any:
-    return OmegaConf.to_object(value) if OmegaConf.is_config(value) else value
 
 
 def _load(path: Any, key: str, device: torch.device) -> LoadedModel:
@@ -223,7 +211,7 @@ def _pair_items(
     """Real pairs through ``evaluate.py``'s reader (matched, checked against the restorer's scale); the
     low images normalised as the restorer expects, the high ones by ``percentiles``."""
     from psr.data.normalise import NormalisationError, normalise_frame
-    from psr.tasks.evaluate import _pair_items as evaluation_pairs
+    from psr.tasks.eval_data import pair_items as evaluation_pairs
 
     model = restorer or LoadedModel(
         net=_Unchanged(), config={"data": {"percentiles": list(percentiles)}}, path=Path("none")
@@ -252,7 +240,8 @@ def _candidates(
     noise: str,
 ) -> dict[str, torch.Tensor]:
     """Every image to segment, on the high grid ``(1, 1, Y, X)``."""
-    from psr.tasks.evaluate import baselines, predict_image
+    from psr.inference.forward import predict_tensor as predict_image
+    from psr.tasks.eval_baselines import baselines
 
     size = tuple(item.high.shape[2:])
     low = item.low
@@ -288,7 +277,8 @@ def _scores(tally: Tally, names: list[str]) -> dict[str, float]:
 
 def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     """Run the task-based evaluation ``cfg`` describes; return the summary (also ``summary.json``)."""
-    from psr.tasks.evaluate import _classical_settings, _device
+    from psr.tasks.eval_baselines import classical_settings as _classical_settings
+    from psr.tasks.evaluate import _device
 
     started = time.time()
     output_dir = Path(str(_get(cfg, "output_dir")))
@@ -399,8 +389,9 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(figures, final)
     columns = list(dict.fromkeys(key for row in rows for key in row))
-    write_atomic(output_dir / "metrics.csv", _csv(rows, columns))
-    write_atomic(output_dir / "summary.json", json.dumps(_finite(summary), indent=2) + "\n")
+    summary["wandb"] = _log_wandb(cfg, output_dir, rows, columns, summary)
+    write_atomic(output_dir / "metrics.csv", csv_text(rows, columns))
+    write_atomic(output_dir / "summary.json", json.dumps(finite(summary), indent=2) + "\n")
     print(summary_markdown(summary), flush=True)
     return summary
 
@@ -424,22 +415,53 @@ def _figure(path: Path, images: dict[str, torch.Tensor], results: dict[str, Any]
     imsave(path, row, check_contrast=False)
 
 
-def _csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+def _log_wandb(
+    cfg: DictConfig, output_dir: Path, rows: list[dict[str, Any]], columns: list[str], summary: dict[str, Any]
+) -> str | None:
+    """With ``logger=wandb``: the per-image scores and the per-method table to W&B (offline unless there is
+    a key and a network), each method's scores in the run summary as ``<method>/<score>``; returns the mode."""
+    if str(cfg.get("logger", "wandb")) != "wandb":
+        return None
+    from psr.tasks.loggers import finish_wandb, keep_wandb_files_in, wandb_mode
 
+    keep_wandb_files_in(output_dir)
+    mode = wandb_mode()
+    if mode == "disabled":
+        return None
+    import wandb
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
+    settings = cfg.get("wandb") or {}
+    failed = True
+    try:
+        run = wandb.init(
+            project=str(settings.get("project", "psr")),
+            name=f"evaluate-{summary['name']}",
+            tags=[*(str(t) for t in settings.get("tags") or []), "segment"],
+            job_type="evaluate-segment",
+            dir=str(output_dir),
+            mode=mode,  # type: ignore[arg-type]
+            config={k: v for k, v in summary.items() if k != "methods"},
+        )
+        heads = list(dict.fromkeys(key for m in summary["methods"] for key in m))
+        run.log(
+            {
+                "segment/metrics": wandb.Table(
+                    columns=list[str | int](columns), data=[[r.get(c) for c in columns] for r in rows]
+                ),
+                "segment/summary": wandb.Table(
+                    columns=list[str | int](heads),
+                    data=[[m.get(c) for c in heads] for m in summary["methods"]],
+                ),
+            }
+        )
+        for m in summary["methods"]:
+            for key, value in m.items():
+                if isinstance(value, float) and math.isfinite(value):
+                    run.summary[f"{m['method']}/{key}"] = value
+        failed = False
+    finally:
+        finish_wandb(failed)
+    return str(mode)
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:

@@ -177,3 +177,28 @@ def test_crappifier_presets_come_from_the_packaged_conf(
     assert summary["crappifier"] == "mine" and summary["n_images"] == 1
     with pytest.raises(ConfigError, match="segment.crappifier=pssr_em is not a preset"):
         evaluate_segmentation(compose_eval(*common, "segment.crappifier=pssr_em"))
+
+
+def test_the_segmentation_table_goes_to_wandb_offline(
+    compose_eval,
+    seg_ckpt,
+    tmp_path,
+    monkeypatch,  # noqa: ANN001
+) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    low, high = _pairs(tmp_path)
+    summary = evaluate_segmentation(
+        compose_eval(
+            f"seg_ckpt={seg_ckpt}",
+            "data=pairs",
+            f"pairs.low={low}",
+            f"pairs.high={high}",
+            "classical=[]",
+            "logger=wandb",
+            "figures=false",
+        )
+    )
+    assert summary["wandb"] == "offline"
+    runs = list((tmp_path / "out" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1 and list(runs[0].glob("*.wandb"))
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["wandb"] == "offline"
