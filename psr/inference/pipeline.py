@@ -45,7 +45,6 @@ def _batches(items: Sequence[Region], size: int) -> list[Sequence[Region]]:
 class _Batch:
     """A batch of tiles of one plane, read into ``buffer`` (its first ``len(regions)`` rows)."""
 
-    number: int  # the plane's position in the order planes are predicted
     plane: tuple[int, ...]
     regions: Sequence[Region]
     buffer: torch.Tensor  # (B, C, *tile), float32, on the host
@@ -83,7 +82,7 @@ class Reader:
 
     def _run(self) -> None:
         try:
-            for number, plane in enumerate(self.planes):
+            for plane in self.planes:
                 source = self.read_plane(plane)
                 for i, regions in enumerate(self.batches):
                     taken = self._take()
@@ -100,7 +99,7 @@ class Reader:
                             else self.read_tile(plane, region)
                         )
                     last = i == len(self.batches) - 1
-                    if not self._put(_Batch(number, plane, regions, buffer, last)):
+                    if not self._put(_Batch(plane, regions, buffer, last)):
                         return
                 del source
             self._put(None)

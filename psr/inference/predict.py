@@ -7,18 +7,13 @@ writes an OME-Zarr image (``.ome.zarr``/``.zarr``) or an ImageJ TIFF (``.tif``/`
    checkpoint's percentiles (``data.percentiles``) of the whole input, estimated from a strided
    subsample (``psr.inference.images.input_statistics``).
 2. Every plane (each ``t``; each ``z`` for a 2D model) is cut into overlapping tiles
-   (``psr.inference.tiling``). Three stages run at once (``psr.inference.pipeline``), so that the device
-   never waits for the disk: a reader thread reads the tiles (a plane whole when it fits the memory
-   budget, then slices it) into a ring of reusable batch buffers (pinned on CUDA); the main thread copies each batch to the device
-   (``non_blocking``), runs the network (bf16 autocast and channels-last on CUDA, optionally
-   ``torch.compile``; optionally averaged over the 8 flips and 90° rotations, ``tta``); a writer thread
-   blends and writes.
-3. Each output tile, weighted by its blending window, is added into the plane's accumulator: a tensor
-   in memory when the plane fits ``memory_budget`` (on the GPU with CUDA, where the blending runs on
-   the device; in RAM on the CPU), else a zarr array on disk in a temporary folder beside the output.
-   A finished plane is divided by the summed windows (optionally mapped back to the input's intensity
-   range, ``denormalize``) and written while the next plane is computed: a time series streams frame
-   by frame, with frames/s in the log.
+   (``psr.inference.tiling``) that stream through ``psr.inference.pipeline``: a reader thread, the
+   network on the device (bf16 autocast and channels-last on CUDA, optionally ``torch.compile``;
+   optionally averaged over the 8 flips and 90° rotations, ``tta``), and a writer thread that blends.
+3. Planes are blended in memory when they fit ``memory_budget`` (on the GPU with CUDA), else in a zarr
+   array in a temporary folder beside the output; a finished plane (optionally mapped back to the
+   input's intensity range, ``denormalize``) is written while the next is computed: a time series
+   streams frame by frame, with frames/s in the log.
 4. The output is renamed into place only when complete; on any error the temporary folder goes.
 
 ``watch_folder`` (``psr.inference.watch``) restores every image file that appears in a folder, as it
