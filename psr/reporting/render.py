@@ -21,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from psr.atomic import write_atomic
+from psr.metrics.keys import (
+    TRAIN_LOSS,
+    VAL,
+    VAL_BASELINE_PSNR,
+    VAL_BASELINE_SSIM,
+    VAL_PSNR,
+    VAL_SSIM,
+    metric_key,
+)
 from psr.reporting.aggregate import (
     METRICS,
     Cell,
@@ -31,16 +40,17 @@ from psr.reporting.aggregate import (
     seed_spread,
 )
 from psr.reporting.runs import ReportError, RunRecord, Skipped, scan_runs
+from psr.reporting.segmentation import segmentation_rows
 
 # The columns of a run's history that the learning curves draw.
 _HISTORY_KEYS = (
     "epoch",
     "step",
-    "val/psnr",
-    "val/ssim",
-    "val/baseline_psnr",
-    "val/baseline_ssim",
-    "train/loss",
+    VAL_PSNR,
+    VAL_SSIM,
+    VAL_BASELINE_PSNR,
+    VAL_BASELINE_SSIM,
+    TRAIN_LOSS,
 )
 
 
@@ -92,8 +102,10 @@ def report_data(
     skipped: Sequence[Skipped] = (),
     title: str = "",
     panel_size: int = 1024,
+    segmentation: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Everything the page draws, as plain JSON-able data."""
+    """Everything the page draws, as plain JSON-able data (``segmentation``: the rows of
+    :func:`psr.reporting.segmentation.segmentation_rows`)."""
     runs = list(runs)
     tables = {m: ablation(runs, m) for m in METRICS}
     first = tables["psnr"]
@@ -147,9 +159,9 @@ def report_data(
             },
             "bars": {
                 m: {
-                    "val": _cells(seed_spread(runs, f"val/{m}"), ("model", "train")),
+                    "val": _cells(seed_spread(runs, metric_key(VAL, m)), ("model", "train")),
                     "val_baseline": _cells(
-                        seed_spread(runs, f"val/baseline_{m}"),
+                        seed_spread(runs, metric_key(VAL, f"baseline_{m}")),
                         ("model", "train"),
                     ),
                     "cross": _cells(cross_mean_spread(runs, m), ("model", "train")),
@@ -168,6 +180,7 @@ def report_data(
             },
             "skipped": [{"path": str(s.path), "reason": s.reason} for s in skipped],
             "notes": notes,
+            "segmentation": list(segmentation),
         }
     )
 
@@ -177,9 +190,10 @@ def build_report(
     skipped: Sequence[Skipped] = (),
     title: str = "psr sweep report",
     panel_size: int = 1024,
+    segmentation: Sequence[dict[str, Any]] = (),
 ) -> str:
     """The self-contained HTML page of ``runs`` (``skipped`` summaries are listed in a warning box)."""
-    data = report_data(runs, skipped, title, panel_size)
+    data = report_data(runs, skipped, title, panel_size, segmentation)
     # "<" escaped so that no string in the data can close the script element.
     payload = json.dumps(data, allow_nan=False, separators=(",", ":")).replace("<", "\\u003c")
     return (
@@ -217,5 +231,7 @@ def write_report(
     if path.is_dir():
         path = path / "report.html"
     shown = root.resolve().name if root.is_absolute() or root == Path(".") else root.as_posix()
-    page = build_report(runs, skipped, title=f"psr sweep {shown}", panel_size=panel_size)
+    page = build_report(
+        runs, skipped, title=f"psr sweep {shown}", panel_size=panel_size, segmentation=segmentation_rows(root)
+    )
     return write_atomic(path, page)

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psr.metrics.keys import DEFAULT_MONITOR
+
 Scores = dict[str, float]
 
 
@@ -78,7 +80,7 @@ class RunSummary:
     data: str | None = None
     scale: int | None = None
     seed: int | None = None
-    monitor: str = "val/psnr"
+    monitor: str = DEFAULT_MONITOR
     baseline: str = "bilinear"  # the interpolation the baseline figures come from
     best: Scores = field(default_factory=dict)
     gain_db: float | None = None
@@ -99,7 +101,9 @@ class RunSummary:
         """The checked constructor arguments of ``summary`` (a parsed ``summary.json``)."""
         if not isinstance(summary, Mapping):
             raise ValueError(f"holds a JSON {type(summary).__name__}; expected an object")
-        if isinstance(summary.get("methods"), list) and "checkpoint" in summary:
+        if isinstance(summary.get("methods"), list) and (
+            "checkpoint" in summary or summary.get("task") == "segment"
+        ):
             raise NotARunSummary("an evaluate.py summary")
         for key in ("model", "crappifier"):
             if not isinstance(summary.get(key), str):
@@ -117,7 +121,7 @@ class RunSummary:
             "data": _text(summary.get("data")),
             "scale": integer(summary.get("scale")),
             "seed": integer(summary.get("seed")),
-            "monitor": str(summary.get("monitor") or "val/psnr"),
+            "monitor": str(summary.get("monitor") or DEFAULT_MONITOR),
             "baseline": str(summary.get("baseline") or "bilinear"),
             "best": _scores(summary.get("best") or {}, "best"),
             "gain_db": number(summary.get("gain_db")),

@@ -470,5 +470,28 @@
   }
   tableSec.appendChild(h("div", { class: "runs-wrap" }, [h("table", { class: "runs" }, [h("thead", {}, [headRow]), tbody])]));
   fill(runs);
+
+  // ------------------------------------------------------------------ task-based evaluation (segmentation)
+  if (D.segmentation && D.segmentation.length) {
+    var segSec = section("segmentation", "Task-based evaluation: segmentation",
+      "evaluate.py task=segment: a segmentation model on the high-quality image, the raw low-quality one, its " +
+      "restoration and the classical filters, scored against the reference (labels or the high-quality " +
+      "segmentation). Recovered: the share of the IoU gap between raw and high quality that a method closes; " +
+      "the best classical filter in bold.");
+    var segCols = [["evaluation", "evaluation", null], ["reference", "reference", null], ["method", "method", null],
+      ["images", "n", 0], ["IoU", "iou", 3], ["Dice", "dice", 3], ["recovered", "recovered", -1],
+      ["F1@0.5", "f1", 3], ["AP@0.5", "ap", 3]];
+    segSec.appendChild(h("div", { class: "runs-wrap" }, [h("table", { class: "runs segmentation" }, [
+      h("thead", {}, [h("tr", {}, segCols.map(function (c) { return h("th", { text: c[0] }); }))]),
+      h("tbody", {}, D.segmentation.map(function (r) {
+        return h("tr", { "data-evaluation": r.evaluation, "data-method": r.method,
+                         class: r.best_classical ? "best" : null }, segCols.map(function (c) {
+          var v = r[c[1]];
+          if (c[2] === null) return h("td", { text: v === null || v === undefined ? "–" : String(v) });
+          if (c[2] < 0) return h("td", { class: "num", text: v === null || v === undefined ? "–" : Math.round(100 * v) + " %" });
+          return h("td", { class: "num", text: fmt(v, c[2]) });
+        }));
+      }))])]));
+  }
   document.body.setAttribute("data-rendered", "true");
 })();
