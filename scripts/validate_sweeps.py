@@ -32,6 +32,15 @@ import numpy as np  # noqa: E402
 import yaml  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+from psr.metrics.keys import (  # noqa: E402
+    VAL_BASELINE_PSNR,
+    VAL_BASELINE_SSIM,
+    VAL_GAIN_DB,
+    VAL_LOSS,
+    VAL_PSNR,
+    VAL_SSIM,
+)
+
 ROOT = Path(__file__).resolve().parents[1]
 PROGRAM = "train.py"
 ARGS_MACRO = "${args_no_hyphens}"
@@ -46,14 +55,7 @@ OTHER_ARGS_MACROS = (
     "${args_override_hydra}",
 )
 # What the restoration and GAN modules log once per validation epoch (tests check this against a run).
-VALIDATION_METRICS = (
-    "val/loss",
-    "val/psnr",
-    "val/ssim",
-    "val/baseline_psnr",
-    "val/baseline_ssim",
-    "val/gain_db",
-)
+VALIDATION_METRICS = (VAL_LOSS, VAL_PSNR, VAL_SSIM, VAL_BASELINE_PSNR, VAL_BASELINE_SSIM, VAL_GAIN_DB)
 
 
 def _sweeps() -> Any:

@@ -346,7 +346,7 @@ class RestorationModule(L.LightningModule):
             f"input (nearest) | prediction | target | baseline ({baseline_name}), epoch {self.current_epoch}"
         )
         for log_image in log_images:
-            log_image(key="val/panels", images=[image], caption=[caption], step=self.global_step)
+            log_image(key=metric_key(VAL, "panels"), images=[image], caption=[caption], step=self.global_step)
 
     # --- optimisation and checkpoints ----------------------------------------------------------
     def configure_optimizers(self) -> Any:

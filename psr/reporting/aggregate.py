@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from psr.metrics.keys import VAL, metric_key
 from psr.reporting.runs import RunRecord
 
 METRICS = ("psnr", "ssim")
@@ -128,7 +129,7 @@ def gain_spread(runs: Sequence[RunRecord], metric: str) -> dict[tuple[str, str],
     """The best epoch's ``val/<metric>`` minus its ``val/baseline_<metric>``, over seeds."""
 
     def gain(run: RunRecord) -> float | None:
-        own, base = run.best.get(f"val/{metric}"), run.best.get(f"val/baseline_{metric}")
+        own, base = run.best.get(metric_key(VAL, metric)), run.best.get(metric_key(VAL, f"baseline_{metric}"))
         return own - base if own is not None and base is not None else None
 
     return spread(runs, gain)
