@@ -1,18 +1,20 @@
 """Rebuild a trained generator from a psr checkpoint alone.
 
 A psr checkpoint stores the resolved run configuration (``psr_config``), the name of the submodule that
-holds the generator to deploy (``psr_generator``: ``net``, or ``ema_net`` for GAN runs) and the weights.
-Nothing pickled: checkpoints load with ``torch.load(..., weights_only=True)``.
+holds the generator to deploy (``psr_generator``: ``net``, or ``ema_net`` for GAN runs), the weights, and
+the training images' pixel size, unit and channel names (``psr_image``, ``psr.io.metadata``). Nothing pickled: checkpoints load with ``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from psr.io.metadata import CHECKPOINT_KEY, ImageMetadata
 
 
 class CheckpointError(ValueError):
@@ -21,11 +23,15 @@ class CheckpointError(ValueError):
 
 @dataclass
 class LoadedModel:
-    """A generator ready for inference and what prediction needs to know about its training."""
+    """A generator ready for inference and what prediction needs to know about its training.
+
+    ``image`` describes the high-quality training images (the model's output grid): their pixel size,
+    unit and channel names, empty for checkpoints that predate it or data without them."""
 
     net: nn.Module
     config: dict[str, Any]
     path: Path
+    image: ImageMetadata = field(default_factory=ImageMetadata)
 
     @property
     def scale(self) -> int:
@@ -42,6 +48,12 @@ class LoadedModel:
     @property
     def spatial_dims(self) -> int:
         return int(getattr(self.net, "spatial_dims", 2))
+
+    @property
+    def input_image(self) -> ImageMetadata:
+        """What an input should look like: the training images' pixel size, ``scale`` times coarser in
+        Y and X (a super-resolution model's input)."""
+        return self.image.scaled({"y": self.scale, "x": self.scale})
 
     @property
     def percentiles(self) -> tuple[float, float]:
@@ -116,7 +128,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         ) from err
     load_state_into(net, generator_state(ckpt), path)
     net.eval().requires_grad_(False)
-    return LoadedModel(net=net.to(device), config=config, path=Path(path))
+    image = ImageMetadata.from_dict(ckpt.get(CHECKPOINT_KEY))
+    return LoadedModel(net=net.to(device), config=config, path=Path(path), image=image)
 
 
 def _model_name(config: dict[str, Any]) -> str:

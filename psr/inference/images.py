@@ -10,6 +10,7 @@ predicted one after the other (``t``, and ``z`` for a 2D model). Nothing reads m
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,9 +20,11 @@ from typing import Any
 import numpy as np
 
 from psr.errors import DataError
+from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
 from psr.inference.tiling import Region
 from psr.io import Source, find_format, open_images
+from psr.io.metadata import ImageMetadata, agree
 from psr.io.read_raster import SUFFIXES as PICTURE_SUFFIXES
 from psr.io.read_tiff import SUFFIXES as TIFF_SUFFIXES
 from psr.io.read_zarr import is_zarr
@@ -31,7 +34,16 @@ AXIS_LETTERS = "tczyx"
 # Values per channel read to estimate percentiles: training's psr.data.zarr.STATS_SUBSAMPLE (a test keeps
 # them equal). Not imported from there: that module loads Lightning, seconds that prediction never needs.
 STATS_SUBSAMPLE = 1 << 22
-__all__ = ["PICTURE_SUFFIXES", "TIFF_SUFFIXES", "InputImage", "Layout", "open_input", "plan_layout"]
+__all__ = [
+    "PICTURE_SUFFIXES",
+    "TIFF_SUFFIXES",
+    "InputImage",
+    "Layout",
+    "open_input",
+    "output_metadata",
+    "plan_layout",
+]
+log = logging.getLogger(__name__)
 
 
 def normalise_unit(unit: object) -> str | None:
@@ -308,3 +320,57 @@ def input_statistics(
     except NormalisationError as err:
         raise PredictionError(str(err)) from err
     return low.astype(np.float32), high.astype(np.float32)
+
+
+def _format_size(pixel: dict[str, float], unit: str | None) -> str:
+    return ", ".join(f"{a}={pixel[a]:g}" for a in "zyx" if a in pixel) + f" {unit}"
+
+
+def output_metadata(image: InputImage, layout: Layout, model: LoadedModel) -> ImageMetadata:
+    """The physical pixel size, unit and channel names of ``image`` restored by ``model``.
+
+    The pixel size is the input's own, divided by the scale in Y and X; an input without one takes the
+    size of the checkpoint's training images (``model.image``: the output grid); a warning is logged when
+    the input's size disagrees with what the model was trained on. Without either, the output keeps the
+    input's pixel grid as its unit (``1 / scale`` per output pixel, no unit), so overlays line up in
+    viewers. Channel names are the input's (of the channels read) where the model keeps one output per
+    input channel, else the checkpoint's where they name every output channel.
+    """
+    scale = model.scale
+    own = {a: v for a, v in image.pixel_size.items() if a in "zyx"}
+    trained = model.image
+    unit: str | None
+    if "y" in own or "x" in own:
+        unit = image.unit
+        expected = model.input_image.in_unit(unit)
+        if trained.pixel_size and unit is not None and not agree(own, expected, "yx"):
+            log.warning(
+                "psr: input %s has pixel size %s but %s was trained for inputs of %s (its training images"
+                " of %s, scale %d); a model restores best at the magnification it learnt",
+                image.name,
+                _format_size(own, unit),
+                model.path.name,
+                _format_size(expected, unit),
+                _format_size(trained.in_unit(unit), unit),
+                scale,
+            )
+        pixel = {a: v / scale if a in "yx" else v for a, v in own.items()}
+    elif trained.pixel_size:
+        pixel, unit = dict(trained.pixel_size), trained.unit
+        log.info(
+            "psr: input %s records no pixel size; the output takes the training images' %s from %s",
+            image.name,
+            _format_size(pixel, unit),
+            model.path.name,
+        )
+    else:
+        pixel, unit = {"y": 1.0 / scale, "x": 1.0 / scale}, None
+    names = tuple(image.channel_names)
+    picked = tuple(names[c] for c in layout.channels) if len(names) > max(layout.channels, default=0) else ()
+    if picked and len(picked) == model.out_channels and model.in_channels == model.out_channels:
+        channel_names = picked
+    elif len(trained.channel_names) == model.out_channels:
+        channel_names = trained.channel_names
+    else:
+        channel_names = ()
+    return ImageMetadata(pixel, unit, channel_names)

@@ -12,7 +12,7 @@ import torch
 
 from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
-from psr.inference.images import InputImage, Layout
+from psr.inference.images import InputImage, Layout, output_metadata
 from psr.inference.tiling import WINDOWS, per_axis
 from psr.inference.writers import OutputGeometry
 
@@ -131,17 +131,9 @@ def output_geometry(image: InputImage, layout: Layout, model: LoadedModel) -> Ou
     sizes["y"] *= model.scale
     sizes["x"] *= model.scale
     sizes["c"] = model.out_channels
-    pixel = {a: v for a, v in image.pixel_size.items() if a in "zyx"}
-    for a in "yx":
-        if a in pixel:
-            pixel[a] = pixel[a] / model.scale
-    if "y" not in pixel and "x" not in pixel:
-        # No physical size: keep the input's pixel grid as the unit, so overlays line up in viewers.
-        pixel = {"y": 1.0 / model.scale, "x": 1.0 / model.scale}
-        unit = None
-    else:
-        unit = image.unit
-    return OutputGeometry(axes, tuple(sizes[a] for a in axes), spatial, pixel, unit)
+    meta = output_metadata(image, layout, model)  # the input's pixel size, else the checkpoint's
+    shape = tuple(sizes[a] for a in axes)
+    return OutputGeometry(axes, shape, spatial, meta.pixel_size, meta.unit, meta.channel_names)
 
 
 def plan_memory(

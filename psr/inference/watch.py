@@ -11,24 +11,18 @@ from typing import Any
 
 from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
-from psr.inference.images import PICTURE_SUFFIXES, TIFF_SUFFIXES, open_input
+from psr.inference.images import open_input
 from psr.inference.writers import output_format
+from psr.io.formats import image_stem
 
 log = logging.getLogger(__name__)
 
-_WATCHED_SUFFIXES = (".ome.tiff", ".ome.tif", ".ome.zarr", *TIFF_SUFFIXES, *PICTURE_SUFFIXES, ".zarr")
-
 
 def _image_stem(path: Path) -> str | None:
-    """The name of an image file without its image suffix (``.ome.tif`` counts as one), or None for a
-    file that is not an image prediction reads, or a hidden one (a temporary name)."""
-    name = path.name
-    if name.startswith("."):
-        return None
-    for suffix in _WATCHED_SUFFIXES:
-        if name.lower().endswith(suffix) and len(name) > len(suffix):
-            return name[: -len(suffix)]
-    return None
+    """The name of an image file without its image suffix (any of ``psr.io``'s reader table, CZI / ND2 /
+    LIF included; ``.ome.tif`` counts as one), or None for a file that is not an image prediction reads,
+    or a hidden one (a temporary name)."""
+    return None if path.name.startswith(".") else image_stem(path.name)
 
 
 def _signature(path: Path) -> tuple[int, int] | None:
@@ -57,7 +51,7 @@ def watch_folder(
 ) -> dict[str, Any]:
     """Restore every image file that appears in ``folder`` into the folder ``output``, as it appears.
 
-    A file (TIFF, PNG/JPEG, or a zarr folder; hidden names are ignored) is complete when its size and
+    A file (any format of ``psr.io``'s reader table, or a zarr folder; hidden names are ignored) is complete when its size and
     modification time are unchanged across two polls ``interval`` seconds apart; its restoration is
     written to ``output/<stem><suffix>`` (``.tif``, ``.ome.zarr``...) by ``predict_image`` with
     ``options``. Files already there when watching starts are restored too; one whose output exists is

@@ -9,6 +9,7 @@ they belong: neither ever holds the image.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import uuid
@@ -45,6 +46,7 @@ class OutputGeometry:
     """The output image: axes in NGFF order (a subset of ``tczyx``), shape, and physical pixel size.
 
     ``spatial`` names the axes a tile spans (``yx`` or ``zyx``); the other non-channel axes are planes.
+    ``channel_names`` name the output channels (empty, or one per channel).
     """
 
     axes: str
@@ -52,6 +54,7 @@ class OutputGeometry:
     spatial: str
     pixel_size: dict[str, float]
     unit: str | None
+    channel_names: tuple[str, ...] = ()
 
     @property
     def channels(self) -> int:
@@ -113,7 +116,7 @@ class OmeZarrSink:
 
     ``levels`` resolution levels (``0``, ``1``...; ``None``: enough for Y and X to shrink to 256 pixels,
     one for small outputs) are built while streaming; ``close`` adds the ``omero`` channel metadata
-    (``channel_names`` when given, one per output channel).
+    (``channel_names`` when given, else the geometry's, one per output channel).
     """
 
     def __init__(
@@ -140,7 +143,7 @@ class OmeZarrSink:
             unit=geometry.unit,
             path="{}",
             attributes=attributes,
-            channel_names=channel_names,
+            channel_names=channel_names or geometry.channel_names,
         )
         self.array = self.writer.arrays[0]
         self.closed = False
@@ -169,8 +172,8 @@ class TiffSink:
     """A float32 ImageJ hyperstack TIFF (axes ``TZCYX``, contiguous), written row by row at its offsets.
 
     tifffile lays out the file (header, pages, ImageJ description with unit and Z spacing, X/Y resolution
-    in pixels per unit) with the pixel data contiguous and still empty; each finished block is then written
-    in place with ``pwrite``, so the image is never held in memory.
+    in pixels per unit, channel names as slice labels) with the pixel data contiguous and still empty;
+    each finished block is then written in place with ``pwrite``, so the image is never held in memory.
     """
 
     def __init__(self, path: Path, geometry: OutputGeometry) -> None:
@@ -187,6 +190,9 @@ class TiffSink:
             kwargs["resolution"] = (1.0 / px["x"], 1.0 / px["y"])
             if "z" in px:
                 metadata["spacing"] = px["z"]
+        if geometry.channel_names and len(geometry.channel_names) == geometry.channels:
+            pages = math.prod(n for a, n in zip(self.order, self.shape, strict=True) if a in "tz")
+            metadata["Labels"] = list(geometry.channel_names) * pages  # one per page, channels innermost
         result = tifffile.imwrite(
             path,
             data=None,

@@ -5,7 +5,7 @@ Ingest, prediction and real pairs read through ``open_images``; ingest and predi
 ``OmeZarrWriter``. Importing this package loads neither zarr's writer stack nor bioio.
 """
 
-from psr.io.formats import FORMATS, Format, find_format, is_image, open_image, open_images
+from psr.io.formats import FORMATS, Format, find_format, image_stem, is_image, open_image, open_images
 from psr.io.source import BlockIndex, ImageSource, Source, psr_axes
 from psr.io.units import convert, normalise_unit
 
@@ -17,6 +17,7 @@ __all__ = [
     "Source",
     "convert",
     "find_format",
+    "image_stem",
     "is_image",
     "normalise_unit",
     "open_image",

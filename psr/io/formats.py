@@ -46,6 +46,16 @@ def format_names() -> str:
     return ", ".join("/".join(f.suffixes) for f in FORMATS)
 
 
+def image_stem(name: str) -> str | None:
+    """``name`` without its image suffix (``.ome.tif`` and ``.ome.zarr`` count as one), or ``None`` when it
+    ends in no suffix of the reader table."""
+    lower = name.lower()
+    for suffix in sorted({*SUFFIXES, *(f".ome{s}" for s in SUFFIXES)}, key=len, reverse=True):
+        if lower.endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return None
+
+
 def find_format(path: Path) -> Format | None:
     """The format of ``path`` (a zarr folder whatever its name), or ``None``."""
     if is_zarr(path):
