@@ -21,6 +21,9 @@ The package's modules follow the work: ``options`` (what may be asked), ``manife
 ``plan`` (names, layouts, splits, checked before writing) and ``write`` (the store).
 """
 
+import warnings
+from typing import Any
+
 from psr.data.ingest.manifest import (
     ImageEntry,
     Manifest,
@@ -30,7 +33,7 @@ from psr.data.ingest.manifest import (
     load_manifest,
     manifest_from_mapping,
 )
-from psr.data.ingest.options import IngestError, IngestOptions, normalize_unit, parse_channel, parse_chunks
+from psr.data.ingest.options import IngestError, IngestOptions, parse_channel, parse_chunks, unit_option
 from psr.data.ingest.plan import IngestPlan, Layout, open_source, plan, plan_layout, read_block, sanitize_name
 from psr.data.ingest.write import (
     BLOCK_BYTES,
@@ -58,7 +61,6 @@ __all__ = [
     "ingest",
     "load_manifest",
     "manifest_from_mapping",
-    "normalize_unit",
     "open_source",
     "parse_channel",
     "parse_chunks",
@@ -68,5 +70,18 @@ __all__ = [
     "read_block",
     "recorded_fingerprint",
     "sanitize_name",
+    "unit_option",
     "write_image",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``normalize_unit``, the former spelling of :func:`unit_option` (with a warning)."""
+    if name == "normalize_unit":
+        warnings.warn(
+            "psr.data.ingest.normalize_unit is deprecated; use unit_option (or psr.io.units.normalise_unit)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return unit_option
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

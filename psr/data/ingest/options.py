@@ -29,8 +29,9 @@ def ingest_errors() -> Iterator[None]:
         raise IngestError(str(err)) from None
 
 
-def normalize_unit(unit: str | None, where: str = "--unit") -> str | None:
-    """The NGFF name of a length unit (``"um"`` -> ``"micrometer"``), ``None`` for pixels / no unit."""
+def unit_option(unit: str | None, where: str = "--unit") -> str | None:
+    """The NGFF name of a length unit (``"um"`` -> ``"micrometer"``), ``None`` for pixels / no unit; an
+    unknown unit is an ``IngestError`` (:func:`psr.io.units.normalise_unit`)."""
     with ingest_errors():
         return normalise_unit(unit, where)
 
@@ -71,7 +72,7 @@ class IngestOptions:
             value = getattr(self, key)
             if value is not None and not (math.isfinite(value) and value > 0):
                 raise IngestError(f"--{key.replace('_', '-')}: expected a positive number, got {value}")
-        normalize_unit(self.unit)
+        unit_option(self.unit)
         if self.axes is not None and (
             not self.axes
             or any(a not in OUTPUT_AXES for a in self.axes)

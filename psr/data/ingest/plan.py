@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from psr.data.ingest.manifest import Manifest, PairEntry, _collect, _Item, fingerprint, load_manifest
-from psr.data.ingest.options import OUTPUT_AXES, IngestError, IngestOptions, ingest_errors, normalize_unit
+from psr.data.ingest.options import OUTPUT_AXES, IngestError, IngestOptions, ingest_errors, unit_option
 from psr.data.omezarr import MANIFEST_VERSION
 from psr.io import Source, open_images
 from psr.io.units import convert
@@ -125,7 +125,7 @@ def plan_layout(img: Source, options: IngestOptions) -> Layout:
     if channel == "mean" and dtype.kind == "b":
         dtype = np.dtype("uint8")
     # physical sizes: the file's, converted to the requested unit, then the flags
-    unit = normalize_unit(options.unit) or img.unit or "micrometer"
+    unit = unit_option(options.unit) or img.unit or "micrometer"
     pixel_size = {ax: convert(v, img.unit, unit) for ax, v in img.pixel_size.items() if ax in order}
     if options.pixel_size is not None:
         pixel_size["y"] = pixel_size["x"] = options.pixel_size
