@@ -1,7 +1,9 @@
 """Labelled images for segmentation: images with label masks (semantic classes or instance ids).
 
 ``LabelledDataModule`` reads images and their masks from PNG / TIFF files, folders, globs or zarr stores
-(``psr.data.pairs``), pairs them by name (or by sorted order), checks every mask before training (same Y/X shape as its image,
+(``psr.data.pairs``), pairs them by name (or by sorted order) — or, with ``labels=None``, takes each OME-Zarr
+image's mask from its NGFF ``labels/`` group (image-label metadata; :func:`write_labelled_store` writes
+such a store), checks every mask before training (same Y/X shape as its image,
 integer values, no class beyond ``classes``) and yields
 
 - training: random square patches ``{"image": (B, C, P, P) float32, "label": (B, P, P) int64}`` with random
@@ -20,9 +22,12 @@ of images), not for the terabyte stores of ``data=zarr``.
 from __future__ import annotations
 
 import math
+import os
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, cast
 
 import lightning as L
 import numpy as np
@@ -79,6 +84,110 @@ def read_label(file: ImageFile) -> np.ndarray:
     return _check_integer(raw, str(file.path))
 
 
+def ngff_label(file: ImageFile, label_name: str | None = None) -> ImageFile:
+    """The mask of an OME-Zarr image from its NGFF ``labels/`` group: the label image ``label_name`` (None:
+    the first the group lists), full resolution. Raises ``PairError`` naming the image when it has none."""
+    from psr.data.omezarr import _refs_in, open_node
+
+    ref = file.ref
+    if ref is None or not ref.image_path:
+        raise PairError(
+            f"image {file.path} has no mask: data.labels is null, which reads each OME-Zarr image's labels/"
+            " group; expected data.labels=<masks> for PNG / TIFF images or bare arrays"
+        )
+    where = f"{ref.store}/{ref.image_path}/labels"
+    try:
+        group = open_node(ref.store, f"{ref.image_path}/labels", ref.storage_options, kind="group")
+    except (FileNotFoundError, KeyError, ValueError) as err:
+        raise PairError(
+            f"image {file.name} has no NGFF labels/ group ({where}); expected data.labels=<masks> or an"
+            " OME-Zarr store written with its labels"
+        ) from err
+    attrs = dict(group.attrs)
+    listed = (attrs.get("ome") or attrs).get("labels") or []
+    name = label_name if label_name is not None else (listed[0] if listed else None)
+    if name is None or name not in listed:
+        raise PairError(
+            f"{where} lists labels {list(listed)}; expected data.label_name to be one of them"
+            if listed
+            else f"{where} lists no label image; expected an NGFF labels group with a 'labels' list"
+        )
+    refs = list(
+        _refs_in(
+            ref.store,
+            open_node(ref.store, f"{ref.image_path}/labels/{name}", ref.storage_options, kind="group"),
+            f"{ref.image_path}/labels/{name}",
+            0,
+            ref.storage_options,
+        )
+    )
+    if not refs:
+        raise PairError(f"{where}/{name} holds no multiscale label image; expected NGFF image-label data")
+    return ImageFile(file.path, refs[0])
+
+
+def write_labelled_store(
+    path: str | os.PathLike[str],
+    names: Sequence[str],
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    axes: str = "yx",
+    label_name: str = "masks",
+    pixel_size: dict[str, float] | None = None,
+) -> Path:
+    """Images and their masks as one OME-Zarr store (NGFF 0.5): each image a multiscale group, its mask
+    ``(Y, X)`` integer in the image's ``labels/<label_name>`` group with ``image-label`` metadata (one
+    resolution level: masks are not averaged). Written under a temporary name, renamed when complete.
+
+    Raises ``LabelError`` for a mask that is not an integer ``(Y, X)`` plane of its image's size.
+    """
+    import zarr
+
+    from psr.data.omezarr import write_ome_zarr_collection
+    from psr.io.writer import OmeZarrWriter
+
+    path = Path(path)
+    if path.exists():
+        raise FileExistsError(f"{path} already exists")
+    for name, image, label in zip(names, images, labels, strict=True):
+        if label.ndim != 2 or label.shape != image.shape[-2:]:
+            raise LabelError(
+                f"labels of {name} are {list(label.shape)} but the image is {list(image.shape)} ({axes});"
+                " expected one integer (Y, X) mask of the image's Y and X size"
+            )
+        _check_integer(label, name)
+    tmp = path.with_name(f".{path.name}.labelled-{uuid.uuid4().hex[:8]}")
+    write_ome_zarr_collection(tmp, images, axes, names=names, pixel_size=pixel_size, levels=1)
+    try:
+        for name, label in zip(names, labels, strict=True):
+            group = zarr.open_group(str(tmp), path=name, mode="r+").create_group("labels")
+            group.attrs["ome"] = {"version": "0.5", "labels": [label_name]}
+            spatial = {ax: float(v) for ax, v in (pixel_size or {}).items() if ax in "yx"}
+            mask = np.asarray(label)
+            dtype = mask.dtype if np.issubdtype(mask.dtype, np.integer) else np.dtype(np.uint32)
+            writer = OmeZarrWriter(
+                group.create_group(label_name),
+                "yx",
+                mask.shape,
+                dtype,
+                name=label_name,
+                levels=1,
+                pixel_size=spatial,
+                unit="micrometer" if spatial else None,
+            )
+            writer.write({}, mask.astype(dtype, copy=False))
+            ome: dict[str, Any] = dict(cast(Mapping[str, Any], writer.group.attrs.get("ome") or {}))
+            ome["image-label"] = {"source": {"image": "../../"}}  # NGFF: the image two levels up
+            writer.group.attrs["ome"] = ome
+        os.replace(tmp, path)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
 def map_classes(
     label: np.ndarray, label_map: Mapping[int, int] | None, classes: int, source: str
 ) -> np.ndarray:
@@ -119,7 +228,7 @@ def _by_name(files: Sequence[ImageFile], key: str) -> dict[str, ImageFile]:
 
 def load_labelled(
     images: str | Sequence[str],
-    labels: str | Sequence[str],
+    labels: str | Sequence[str] | None,
     mode: str = "semantic",
     classes: int = 2,
     label_map: Mapping[int, int] | None = None,
@@ -127,6 +236,7 @@ def load_labelled(
     in_channels: int = 1,
     percentiles: Sequence[float] = (1.0, 99.8),
     match: str = "stem",
+    label_name: str | None = None,
 ) -> list[LabelledImage]:
     """Read, pair by name, normalise and check every image and mask (see the module docstring).
 
@@ -139,9 +249,35 @@ def load_labelled(
         raise LabelError(f"data.mode={mode!r}; expected one of {', '.join(MODES)}")
     if mode == "semantic" and classes < 2:
         raise LabelError(f"classes={classes}; a semantic segmentation needs at least 2 (with the background)")
+    out = []
+    for file, label_file in paired_masks(images, labels, match, label_name):
+        plane, label = read_pair(file, label_file, channel, in_channels)
+        if mode == "semantic":
+            label = map_classes(label, label_map, classes, str(label_file.path))
+        try:
+            image = normalise_frame(plane, tuple(percentiles), 0.0, f"image {file.path}")
+        except NormalisationError as err:
+            raise PairError(str(err)) from err
+        out.append(LabelledImage(file.name, np.ascontiguousarray(image, dtype=np.float32), label))
+    return out
+
+
+def paired_masks(
+    images: str | Sequence[str],
+    labels: str | Sequence[str] | None,
+    match: str = "stem",
+    label_name: str | None = None,
+) -> list[tuple[ImageFile, ImageFile]]:
+    """Every image with its mask file, in natural name order: masks paired by name (``match="stem"``) or
+    sorted order, or (``labels=None``) each OME-Zarr image's NGFF label image. Raises ``PairError``."""
     if match not in ("stem", "order"):
         raise PairError(f"data.match={match!r}; expected stem (masks named like their images) or order")
-    image_list, label_list = list_images(images, "data.images"), list_images(labels, "data.labels")
+    image_list = list_images(images, "data.images")
+    if labels is None:  # each OME-Zarr image's NGFF labels/ group
+        label_list = [ngff_label(file, label_name) for file in image_list]
+        match = "order"
+    else:
+        label_list = list_images(labels, "data.labels")
     if match == "order":
         if len(image_list) != len(label_list):
             raise PairError(
@@ -159,28 +295,50 @@ def load_labelled(
             f"{len(missing)} image(s) of data.images have no mask of the same name in data.labels, e.g."
             f" {missing[:3]}; expected one mask per image, named like it"
         )
-    out = []
-    for name in sorted(image_files, key=_natural):
-        file = image_files[name]
-        planes, _ = read_planes(file, channel, 2, in_channels)
-        if planes.shape[0] != 1:
-            raise PairError(
-                f"image {file.path} holds {planes.shape[0]} planes; expected one per mask (pick data.channel)"
-            )
-        label = read_label(label_files[name])
-        if label.shape != planes.shape[-2:]:
-            raise LabelError(
-                f"labels {label_files[name].path} are {list(label.shape)} but image {file.path} is"
-                f" {list(planes.shape[-2:])} (Y, X); expected a mask of the image's shape"
-            )
-        if mode == "semantic":
-            label = map_classes(label, label_map, classes, str(label_files[name].path))
-        try:
-            image = normalise_frame(planes[0], tuple(percentiles), 0.0, f"image {file.path}")
-        except NormalisationError as err:
-            raise PairError(str(err)) from err
-        out.append(LabelledImage(file.name, np.ascontiguousarray(image, dtype=np.float32), label))
-    return out
+    return [(image_files[name], label_files[name]) for name in sorted(image_files, key=_natural)]
+
+
+def read_pair(
+    file: ImageFile, label_file: ImageFile, channel: int | str | None = None, in_channels: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """An image ``(C, Y, X)`` float32 as stored and its checked raw mask ``(Y, X)`` int64."""
+    planes, _ = read_planes(file, channel, 2, in_channels)
+    if planes.shape[0] != 1:
+        raise PairError(
+            f"image {file.path} holds {planes.shape[0]} planes; expected one per mask (pick data.channel)"
+        )
+    label = read_label(label_file)
+    if label.shape != planes.shape[-2:]:
+        raise LabelError(
+            f"labels {label_file.path} are {list(label.shape)} but image {file.path} is"
+            f" {list(planes.shape[-2:])} (Y, X); expected a mask of the image's shape"
+        )
+    return planes[0], label
+
+
+def ingest_labelled(
+    images: str | Sequence[str],
+    labels: str | Sequence[str],
+    out: str | os.PathLike[str],
+    match: str = "stem",
+    channel: int | str | None = None,
+    label_name: str = "masks",
+    pixel_size: float | None = None,
+) -> Path:
+    """Images (PNG / TIFF / zarr, through psr's readers) and their masks, paired as ``data=labelled`` pairs
+    them and checked, into one OME-Zarr store at ``out`` with each mask in its image's NGFF ``labels/``
+    group (:func:`write_labelled_store`); train from it with ``data.images=<out>`` and ``data.labels=null``.
+    Images keep their values (as float32); ``pixel_size`` (micrometres) sets Y and X."""
+    names, planes, masks = [], [], []
+    for file, label_file in paired_masks(images, labels, match):
+        plane, label = read_pair(file, label_file, channel, 1)
+        names.append(file.name.replace("/", "_"))
+        planes.append(plane)
+        masks.append(label.astype(np.uint32 if label.max(initial=0) > 65535 else np.uint16))
+    if len(set(names)) != len(names):
+        raise PairError(f"images {names} do not have distinct names; expected one name per image")
+    size = {"y": float(pixel_size), "x": float(pixel_size)} if pixel_size else None
+    return write_labelled_store(out, names, planes, masks, axes="cyx", label_name=label_name, pixel_size=size)
 
 
 def _natural(name: str) -> tuple[Any, ...]:
@@ -243,7 +401,7 @@ class LabelledDataModule(L.LightningDataModule):
     def __init__(
         self,
         images: str | Sequence[str],
-        labels: str | Sequence[str],
+        labels: str | Sequence[str] | None = None,
         mode: str = "semantic",
         classes: int = 2,
         label_map: Mapping[int, int] | None = None,
@@ -262,6 +420,7 @@ class LabelledDataModule(L.LightningDataModule):
         pin_memory: bool | None = False,
         persistent_workers: bool | None = False,
         prefetch_factor: int | None = None,
+        label_name: str | None = None,
     ) -> None:
         super().__init__()
         if val_split not in VAL_SPLITS:
@@ -272,6 +431,7 @@ class LabelledDataModule(L.LightningDataModule):
             raise ValueError(f"data.patch_size={patch_size}; expected at least 8 pixels")
         self.images = images
         self.labels = labels
+        self.label_name = label_name
         self.mode = mode
         self.classes = int(classes)
         self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()} or None
@@ -306,6 +466,7 @@ class LabelledDataModule(L.LightningDataModule):
             self.in_channels,
             self.percentiles,
             self.match,
+            self.label_name,
         )
         self.train_items, self.val_items = self._split(items)
         if self.val_samples is not None:
