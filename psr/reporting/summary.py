@@ -101,10 +101,10 @@ class RunSummary:
         """The checked constructor arguments of ``summary`` (a parsed ``summary.json``)."""
         if not isinstance(summary, Mapping):
             raise ValueError(f"holds a JSON {type(summary).__name__}; expected an object")
-        if isinstance(summary.get("methods"), list) and (
-            "checkpoint" in summary or summary.get("task") == "segment"
-        ):
+        if isinstance(summary.get("methods"), list) and "checkpoint" in summary:
             raise NotARunSummary("an evaluate.py summary")
+        if summary.get("task") == "segment":  # segment.py and evaluate.py task=segment (their own table)
+            raise NotARunSummary("a segmentation summary")
         for key in ("model", "crappifier"):
             if not isinstance(summary.get(key), str):
                 found = "missing" if key not in summary else f"{summary[key]!r}"

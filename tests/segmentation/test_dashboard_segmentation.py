@@ -37,8 +37,13 @@ def test_segment_summaries_are_a_table_of_the_report_not_runs(tmp_path: Path) ->
     sweep = tmp_path / "multirun"
     make_sweep(sweep)
     _segment_summary(sweep / "segment_eval")
+    training = sweep / "segment_run"  # a segment.py run: not a restoration run either
+    training.mkdir()
+    (training / "summary.json").write_text(
+        json.dumps({"task": "segment", "model": "unet", "crappifier": None})
+    )
     runs, skipped = scan_runs(sweep)
-    assert len(runs) == 8 and skipped == []  # an evaluation, not a training run, and not an error
+    assert len(runs) == 8 and skipped == []  # not restoration runs, and not errors
     page = write_report(sweep).read_text()
     data = json.loads(page.split('id="psr-data">', 1)[1].split("</script>", 1)[0])
     rows = data["segmentation"]
