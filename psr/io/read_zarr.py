@@ -15,6 +15,7 @@ import numpy as np
 import zarr
 
 from psr.errors import DataError
+from psr.io.metadata import ImageMetadata
 from psr.io.source import BlockReader, Source
 from psr.io.units import normalise_unit
 
@@ -43,6 +44,27 @@ def _image_attrs(ref: ImageRef) -> dict[str, Any]:
     return cast(dict[str, Any], attrs.get("ome") or attrs)
 
 
+def _metadata(ref: ImageRef, attrs: dict[str, Any]) -> ImageMetadata:
+    multiscales = attrs.get("multiscales") or []
+    unit = None
+    for ax in (multiscales[0] if multiscales else {}).get("axes", []):
+        if isinstance(ax, dict) and ax.get("type") == "space" and ax.get("unit"):
+            unit = normalise_unit(str(ax["unit"]), f"{ref.store} metadata", strict=False)
+            break
+    channels = ((attrs.get("omero") or {}).get("channels")) or []
+    names = tuple(str(c.get("label", "")) for c in channels if isinstance(c, dict))
+    sizes = dict(ref.pixel_size)
+    if unit is None and all(v == 1.0 for v in sizes.values()):
+        sizes = {}  # scale 1 without a unit: no physical size known
+    return ImageMetadata(sizes, unit, names if all(names) else ())
+
+
+def ref_metadata(ref: ImageRef) -> ImageMetadata:
+    """The pixel size, unit and channel names of an image of a local zarr store (as ``read_zarr`` gives
+    them): what training records in its checkpoints."""
+    return _metadata(ref, _image_attrs(ref))
+
+
 def read_zarr(path: Path, source: str) -> list[Source]:
     """The images of a zarr store: named after their groups (the store's stem for a single image)."""
     from psr.data.omezarr import discover_images  # imports ome_zarr's stack: only when needed
@@ -59,20 +81,11 @@ def read_zarr(path: Path, source: str) -> list[Source]:
             return contextlib.nullcontext(cast(BlockReader, ref.open()))
 
         attrs = _image_attrs(ref)
-        multiscales = attrs.get("multiscales") or []
-        unit = None
-        for ax in (multiscales[0] if multiscales else {}).get("axes", []):
-            if isinstance(ax, dict) and ax.get("type") == "space" and ax.get("unit"):
-                unit = normalise_unit(str(ax["unit"]), f"{path} metadata", strict=False)
-                break
-        channels = ((attrs.get("omero") or {}).get("channels")) or []
-        names = tuple(str(c.get("label", "")) for c in channels if isinstance(c, dict))
+        meta = _metadata(ref, attrs)
         # an OME-Zarr image's array path ends in its level (".../s0"): name the image after its group
         parts = [p for p in ref.array_path.split("/") if p]
-        name_parts = parts[:-1] if multiscales else parts
-        sizes = dict(ref.pixel_size)
-        if unit is None and all(v == 1.0 for v in sizes.values()):
-            sizes = {}  # scale 1 without a unit: no physical size known
+        name_parts = parts[:-1] if attrs.get("multiscales") else parts
+        sizes, unit, names = meta.pixel_size, meta.unit, meta.channel_names
         images.append(
             Source(
                 path=path,
@@ -83,7 +96,7 @@ def read_zarr(path: Path, source: str) -> list[Source]:
                 pixel_size=sizes,
                 unit=unit,
                 opener=opener,
-                channel_names=names if all(names) else (),
+                channel_names=names,
                 source=f"{source}/{ref.array_path}" if len(refs) > 1 else source,
                 where=ref.name,
             )

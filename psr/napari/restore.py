@@ -47,13 +47,19 @@ class RestoreCancelled(Exception):
 class Restored:
     """A restoration ready to be a napari layer: ``data`` in the input layer's axis order (a channel
     axis only where the input had one), its per-axis ``scale`` and ``translate`` in the input layer's
-    world units (so the two overlay pixel for pixel), and psr's prediction summary."""
+    world units (so the two overlay pixel for pixel), and psr's prediction summary.
+
+    ``unit`` is the physical unit of the scale where one is known; ``input_scale`` is set when the input
+    layer had no physical scale (napari's default of 1) and the checkpoint's training images supplied
+    it: the scale the input layer should take for the two to overlay."""
 
     data: np.ndarray
     axes: str
     scale: tuple[float, ...]
     translate: tuple[float, ...]
     summary: dict[str, Any] = field(default_factory=dict)
+    unit: str | None = None
+    input_scale: tuple[float, ...] | None = None
 
 
 def layer_axes(ndim: int, spatial_dims: int = 2, rgb: bool = False) -> str:
@@ -118,8 +124,10 @@ def restore_array(
     """Restore ``data`` (an array-like, e.g. a napari layer's data) with the checkpoint ``ckpt``.
 
     ``axes`` names ``data``'s axes (``t c z y x``; default ``layer_axes``, with ``rgb`` for a napari RGB
-    layer), ``scale`` and ``translate``
-    its layer's world scale and offset per axis (default 1 and 0). Raises ``CheckpointError`` or
+    layer), ``scale`` and ``translate`` its layer's world scale and offset per axis (default 1 and 0).
+    A layer whose spatial scale is napari's default of 1 takes the pixel size the checkpoint's training
+    images had (``LoadedModel.input_image``: ``scale`` times coarser in Y and X), so the result has a
+    physical scale (``Restored.unit``, ``Restored.input_scale``). Raises ``CheckpointError`` or
     ``PredictionError`` (one sentence) for a checkpoint or an image that does not fit, and
     ``RestoreCancelled`` when ``cancelled()`` turns true (checked after every batch of tiles).
     """
@@ -135,6 +143,12 @@ def restore_array(
     translate = tuple(float(t) for t in (translate if translate is not None else (0.0,) * ndim))
     if len(scale) != ndim or len(translate) != ndim:
         raise PredictionError(f"{name}: scale and translate need {ndim} values, one per axis")
+    trained = model.input_image
+    spatial = [i for i, a in enumerate(axes) if a in trained.pixel_size]
+    input_scale: tuple[float, ...] | None = None
+    if spatial and all(scale[i] == 1.0 for i, a in enumerate(axes) if a in "zyx"):
+        scale = tuple(trained.pixel_size.get(a, s) for a, s in zip(axes, scale, strict=True))
+        input_scale = scale
     source = Source(
         Path(name),
         name,
@@ -159,7 +173,7 @@ def restore_array(
         if cancelled is not None and cancelled():
             raise RestoreCancelled(f"restoring {name} was cancelled")
 
-    watched = LoadedModel(net=_Watched(model.net, on_batch), config=model.config, path=model.path)
+    watched = LoadedModel(_Watched(model.net, on_batch), model.config, model.path, model.image)
     with tempfile.TemporaryDirectory(prefix="psr-napari-") as tmp:
         output = Path(tmp) / "restored.ome.zarr"
         summary = predict_image(
@@ -183,7 +197,8 @@ def restore_array(
         out_scale.append(s / f)
         # The first output pixel's centre: the input pixel's edge plus half an output pixel.
         out_translate.append(t - 0.5 * s + 0.5 * s / f)
-    return Restored(restored, result_axes, tuple(out_scale), tuple(out_translate), summary)
+    unit = trained.unit if input_scale is not None else None  # a layer scale has no unit of its own
+    return Restored(restored, result_axes, tuple(out_scale), tuple(out_translate), summary, unit, input_scale)
 
 
 def restore_steps(

@@ -2,7 +2,8 @@
 worker (progress bar, Cancel), and add the result as a new layer at the right scale.
 
 The work is ``psr.napari.restore.restore_steps`` (psr's tiled prediction, on the GPU when there is one);
-this module only wires it to magicgui widgets and napari's thread worker.
+this module only wires it to magicgui widgets and napari's thread worker. An input layer without a
+physical scale takes the pixel size recorded in the checkpoint (the training images'), as does the result.
 """
 
 from __future__ import annotations
@@ -148,9 +149,16 @@ class RestoreWidget(Container):
             kwargs["channel_axis"] = c
             kwargs["scale"] = [s for i, s in enumerate(restored.scale) if i != c]
             kwargs["translate"] = [t for i, t in enumerate(restored.translate) if i != c]
+        note = ""
+        if restored.input_scale is not None and name in self.viewer.layers:
+            # the input had no pixel size: it takes the training images' too, so the layers overlay
+            self.viewer.layers[name].scale = restored.input_scale
+            size = restored.input_scale[-1]
+            note = f"; pixel size {size:g} {restored.unit} from the checkpoint's training images"
         self.viewer.add_image(data, **kwargs)
         seconds = restored.summary.get("seconds", 0.0)
-        self.status.value = f"restored {name} on {restored.summary.get('device')} in {seconds:.1f} s"
+        device = restored.summary.get("device")
+        self.status.value = f"restored {name} on {device} in {seconds:.1f} s{note}"
 
     def _input_rgb(self, name: str) -> bool:
         return name in self.viewer.layers and bool(getattr(self.viewer.layers[name], "rgb", False))

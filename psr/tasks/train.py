@@ -35,6 +35,7 @@ from psr.tasks.hardware import (  # noqa: F401 - also this module's public names
     set_threads,
     uses_cuda,
 )
+from psr.tasks.image_metadata import RecordImageMetadata
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
 from psr.tasks.multirun import ddp_children_run_this_job, sweep_info, sweep_job
 from psr.tasks.progress import ModelLine
@@ -199,7 +200,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             for key, node in (cfg.get("callbacks") or {}).items()
             if node and "_target_" in node
         ]
-        callbacks += [losses, interrupt, RandomState()]
+        callbacks += [losses, interrupt, RandomState(), RecordImageMetadata()]
         if cfg.trainer.get("enable_model_summary", True):
             callbacks.append(ModelLine())
         # Atomic checkpoints, unless the trainer config brings its own plugins (then those decide).

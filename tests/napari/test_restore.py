@@ -90,3 +90,25 @@ def test_layers_that_do_not_fit_get_one_clear_error(checkpoint: Path) -> None:
     assert layer_axes(4) == "tzyx" and layer_axes(3, rgb=True) == "yxc"
     with pytest.raises(PredictionError, match="expects 1"):  # an RGB layer for a one-channel model
         restore_array(checkpoint, np.zeros((20, 20, 3), np.float32), rgb=True, **OPTIONS)
+
+
+def test_a_layer_without_pixel_size_takes_the_checkpoints(
+    checkpoint: Path, image: np.ndarray, tmp_path: Path
+) -> None:
+    """napari's default scale of 1 is no pixel size: the input takes the training images' (×2 coarser
+    for this ×2 model) and the result their own, in micrometres; a layer with a scale keeps it."""
+    import torch
+
+    from psr.io.metadata import CHECKPOINT_KEY, ImageMetadata
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt[CHECKPOINT_KEY] = ImageMetadata({"y": 0.05, "x": 0.05}, "micrometer", ("GFP",)).to_dict()
+    torch.save(ckpt, tmp_path / "with_pixel_size.ckpt")
+    restored = restore_array(tmp_path / "with_pixel_size.ckpt", image, **OPTIONS)
+    assert restored.input_scale == (0.1, 0.1) and restored.unit == "micrometer"
+    assert restored.scale == (0.05, 0.05) and restored.translate == pytest.approx((-0.025, -0.025))
+    assert restored.summary["pixel_size"] == {"y": 0.05, "x": 0.05}
+    kept = restore_array(tmp_path / "with_pixel_size.ckpt", image, scale=(0.2, 0.2), **OPTIONS)
+    assert kept.input_scale is None and kept.unit is None and kept.scale == (0.1, 0.1)
+    plain = restore_array(checkpoint, image, **OPTIONS)  # a checkpoint without pixel size
+    assert plain.input_scale is None and plain.unit is None and plain.scale == (0.5, 0.5)
