@@ -19,7 +19,6 @@ from pathlib import Path
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python scripts/ingest.py",
         description="Ingest TIFF / PNG / JPEG / zarr images into one OME-Zarr (NGFF 0.5) store with a train/val/test manifest.",
     )
     p.add_argument("sources", nargs="*", help="image files, folders, globs (quote them) or zarr stores")

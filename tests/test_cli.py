@@ -112,6 +112,14 @@ def test_argparse_tool_keeps_its_exit_code_and_error_line(
     assert code == 0 and out.startswith("usage: psr report ")
 
 
+@pytest.mark.parametrize("command", ["ingest", "report", "fit-crappifier", "calibrate-noise"])
+def test_argparse_tools_name_the_psr_command_in_their_usage(
+    capsys: pytest.CaptureFixture[str], command: str
+) -> None:
+    code, out, _ = run_psr(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: psr {command} ")
+
+
 def test_console_entry_from_another_folder(tmp_path: Path) -> None:
     """``python -m psr.cli`` (what the console script calls) from a folder with no conf/ in it."""
     result = subprocess.run(
