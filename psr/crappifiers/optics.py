@@ -16,8 +16,6 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import special
-from scipy.fft import next_fast_len
 
 from psr.crappifiers.base import Crappifier, Param, Range, check_batch
 
@@ -102,12 +100,29 @@ def _grouped_convolve(
     return out.reshape(b, m, *out.shape[2:])
 
 
+def fast_length(n: int) -> int:
+    """The smallest ``2^a · 3^b · 5^c`` ≥ ``n``: an FFT length with small prime factors only (what
+    ``scipy.fft.next_fast_len(n, real=True)`` returns, without importing SciPy at start-up)."""
+    if n < 1:
+        raise ValueError(f"fast_length needs n >= 1, got {n}")
+    best = 1 << (n - 1).bit_length()  # the next power of two is always a candidate
+    p5 = 1
+    while p5 < best:
+        p35 = p5
+        while p35 < best:
+            m = p35 << max(0, (-(-n // p35) - 1).bit_length())  # times the smallest power of 2 that reaches n
+            best = min(best, m)
+            p35 *= 3
+        p5 *= 5
+    return best
+
+
 def _fft_convolve(padded: torch.Tensor, kernel: torch.Tensor, kshape: tuple[int, ...]) -> torch.Tensor:
     dims = tuple(range(-len(kshape), 0))
     size = padded.shape[-len(kshape) :]
     # Transform lengths with small prime factors only (e.g. 548 = 4 · 137 is twice as slow as 560).
     # Zero-extending beyond the reflected margin is safe: every output kept reads only the padded image.
-    fast = tuple(next_fast_len(int(n), real=True) for n in size)
+    fast = tuple(fast_length(int(n)) for n in size)
     k = torch.zeros(
         *kernel.shape[: kernel.dim() - len(kshape)], *fast, dtype=padded.dtype, device=padded.device
     )
@@ -191,6 +206,8 @@ class GaussianBlur(Crappifier):
 
 def _airy_intensity(v: np.ndarray) -> np.ndarray:
     """Normalised Airy pattern ``(2 J1(v) / v)^2`` with value 1 at ``v = 0``."""
+    from scipy import special  # ~0.1 s at import: only the PSF models pay for it
+
     v = np.asarray(v, dtype=np.float64)
     out = np.ones_like(v)
     nz = v > 1e-9
@@ -200,6 +217,8 @@ def _airy_intensity(v: np.ndarray) -> np.ndarray:
 
 def _born_wolf(r_nm: np.ndarray, z_nm: np.ndarray, na: float, wavelength: float, n: float) -> np.ndarray:
     """Born & Wolf scalar PSF: |∫₀¹ J0(k NA r ρ) exp(-i k z NA² ρ² / (2n)) ρ dρ|², normalised to 1 at focus."""
+    from scipy import special
+
     k = 2 * np.pi / wavelength
     rho = (np.arange(256) + 0.5) / 256
     bessel = special.j0(k * na * r_nm[..., None] * rho)

@@ -145,6 +145,15 @@ def test_gaussian_smooth_and_local_variance_noise_match_the_reference(sigma: flo
     torch.testing.assert_close(got, expected, atol=ATOL, rtol=0)
 
 
+def test_fft_lengths_are_scipys_fast_lengths() -> None:
+    from scipy.fft import next_fast_len
+
+    got = [optics.fast_length(n) for n in range(1, 5001)]
+    assert got == [next_fast_len(n, real=True) for n in range(1, 5001)]
+    with pytest.raises(ValueError, match="n >= 1"):
+        optics.fast_length(0)
+
+
 def test_blur_stays_float32_under_autocast() -> None:
     x = torch.rand(2, 1, 24, 24, generator=_gen(11))
     op = GaussianBlur(sigma=(0.5, 2.0), aspect=(0.5, 1.0))
