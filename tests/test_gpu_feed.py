@@ -124,6 +124,9 @@ def test_datamodule_passes_the_loader_settings(tmp_path: Path) -> None:
 
 
 HEAVY = ("timm", "segmentation_models_pytorch", "torchvision", "dask", "xarray", "wandb")
+# Not needed to start training a care_unet or rcan on the demo data (already generated) with
+# logger=none: the OME-Zarr writer stack, other formats' readers, the packages of figures and sweeps.
+NOT_AT_START = ("ome_zarr", "bioio", "tifffile", "skimage", "pandas", "optuna", "napari", "sklearn")
 
 
 def _run(code: str) -> dict[str, Any]:
@@ -136,23 +139,39 @@ def _run(code: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("model", ["care_unet", "rcan"])
 def test_training_care_unet_or_rcan_imports_no_timm(tmp_path: Path, model: str) -> None:
+    from psr.data.demo import ensure_demo_store
+
     overrides = [*TINY, f"model={model}", "debug=fdr", f"paths.output_dir={tmp_path / 'run'}"]
-    overrides.append(f"paths.cache_dir={tmp_path / 'cache'}")
+    overrides += [f"paths.cache_dir={tmp_path / 'cache'}", "+callbacks.probe._target_=__main__.FirstStep"]
+    # Every run after the first finds the phantoms generated (writing them needs the OME-Zarr writer).
+    ensure_demo_store(tmp_path / "cache", n_images=3, image_size=64)
     code = f"""
 import json, sys
 import lightning  # lightning's torchmetrics imports torchvision when it is installed: not psr's doing
-baseline = {{m: m in sys.modules for m in {HEAVY!r}}}
+watched = {(*HEAVY, *NOT_AT_START)!r}
+baseline = {{m: m in sys.modules for m in watched}}
+at_first_step = {{}}
+
+class FirstStep(lightning.Callback):
+    def on_train_batch_end(self, *args):
+        at_first_step.update({{m: m in sys.modules for m in watched}})
+
 from hydra import compose, initialize_config_dir
 with initialize_config_dir(config_dir={str(ROOT / "conf")!r}, version_base="1.3"):
     cfg = compose("train", overrides={overrides!r})
 from psr.tasks.train import train
 train(cfg)
-print(json.dumps({{"baseline": baseline, "after": {{m: m in sys.modules for m in {HEAVY!r}}}}}))
+after = {{m: m in sys.modules for m in watched}}
+print(json.dumps({{"baseline": baseline, "first_step": at_first_step, "after": after}}))
 """
     result = _run(code)
-    for name in ("timm", "segmentation_models_pytorch", "wandb"):
+    for name in ("timm", "segmentation_models_pytorch", "wandb", "dask", "xarray"):
         assert not result["after"][name], f"training model={model} imported {name}"
     assert result["after"]["torchvision"] == result["baseline"]["torchvision"], "psr imported torchvision"
+    for name in NOT_AT_START:  # unless Lightning had already imported it
+        assert result["first_step"][name] == result["baseline"][name], (
+            f"model={model} imported {name} before its first training step"
+        )
 
 
 def test_predicting_to_tiff_imports_no_dask(tmp_path: Path) -> None:
