@@ -27,7 +27,8 @@ calls). Because it is per image anyway, only ``--ref-images`` images are timed a
 scaled to megapixels per second.
 
 Timing: ``torch.set_num_threads(os.cpu_count())`` (or ``--threads``), one warm-up call each, then the best of
-``--repeats`` calls (``time.perf_counter``; CUDA is synchronised around each call). The clean input is
+``--repeats`` calls (``time.perf_counter``; CUDA is synchronised around each call), psr's and the
+reference's interleaved so that both see the same load on a shared machine. The clean input is
 uniform noise in [0, 1) (the cost of Poisson sampling depends on the intensities, so results on sparse
 fluorescence images may differ somewhat). ``--check`` instead runs each preset once on a flat 0.5 image
 with both implementations and checks that the per-image output shapes agree and that the mean
@@ -375,17 +376,23 @@ def compose_crappifier(name: str, scale: int, output_dir: str) -> nn.Module:
     return hydra.utils.instantiate(cfg.crappifier)
 
 
-def best_time(fn: Callable[[], object], repeats: int, sync: Callable[[], None]) -> float:
-    """Best of ``repeats`` wall-clock times of ``fn`` after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
+def best_times(
+    fns: Sequence[Callable[[], object]], repeats: int, syncs: Sequence[Callable[[], None]]
+) -> list[float]:
+    """Best of ``repeats`` wall-clock times of each of ``fns`` after one warm-up call each. The calls are
+    interleaved (all of ``fns`` once, ``repeats`` times) so that the implementations compared see the
+    same load on a shared machine."""
+    for fn in fns:
         fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, sync, own in zip(fns, syncs, times, strict=True):
+            sync()
+            t0 = time.perf_counter()
+            fn()
+            sync()
+            own.append(time.perf_counter() - t0)
+    return [min(t) for t in times]
 
 
 def machine_name() -> str:
@@ -500,8 +507,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             with torch.inference_mode():
                 out[:] = [crappifier(x, gen)]
 
-        t_torch = best_time(run_torch, args.repeats, sync)
-        t_ref = best_time(lambda ref=ref: run_reference(ref, x_ref, rng), args.repeats, lambda: None)
+        def run_ref(ref: RefOp = ref) -> None:
+            run_reference(ref, x_ref, rng)
+
+        t_torch, t_ref = best_times([run_torch, run_ref], args.repeats, [sync, lambda: None])
         mpx_torch = args.batch * px / t_torch / 1e6
         mpx_ref = n_ref * px / t_ref / 1e6
         row = f"| {name} | {_num(mpx_torch)} | {_num(mpx_ref)} | {_num(mpx_torch / mpx_ref)}× |"
