@@ -13,8 +13,8 @@ patch ``(C, Y, X)`` as an image ``(Y, X, C)``, or to a 3D patch ``(C, Z, Y, X)``
 ``(Z, Y, X, C)`` (2D transforms then act on every Z plane alike; ``albumentations.CubicSymmetry`` acts in
 3D on cubic patches). Any channel count and uint8, uint16 or float32 values work; float32 values outside
 [0, 1] (normalised intensities) are kept, not clipped. Each call is seeded from the patch's own random
-stream (which Lightning seeds per worker), so a seeded run with the same loader settings draws the same
-augmentations, as for the built-in ones. Transforms must keep the patch's shape (a crop or a resize is
+stream (a function of the seed, the epoch and the patch's index alone), so a seeded run draws the same
+augmentations with any number of loader workers, as for the built-in ones. Transforms must keep the patch's shape (a crop or a resize is
 refused with one sentence): the patch size is checked against the scale before training.
 """
 

@@ -299,9 +299,15 @@ def read_planes(
     """Read ``image`` as ``(N, C, *spatial)`` float32 planes and a label per plane (``""`` for a single
     plane, else e.g. ``"c=1"`` or ``"z=3,c=0"``).
 
-    Raises ``PairError`` naming the file when it holds NaN or Inf, or does not fit the model.
+    Raises ``PairError`` naming the file when its pixels are not intensities (bool, complex), hold NaN or
+    Inf, or do not fit the model.
     """
     array = image.read()
+    if np.dtype(array.dtype).kind in "bc":
+        raise PairError(
+            f"image {image.path} has {array.dtype} pixels; expected intensities (unsigned or signed integers"
+            " such as uint8/uint16, or float32)"
+        )
     shape, axes = image.header()
     if tuple(array.shape) != tuple(shape):  # PNG alpha dropped, palette expanded: trust the pixels
         axes = "yx" if array.ndim == 2 else "yxc"

@@ -5,13 +5,13 @@ fixed normalised patches ``(C, *patch)`` from a list of them), read lazily from 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler
 
 from psr.data.augment import Augmenter
 from psr.data.normalise import apply_range
@@ -80,9 +80,12 @@ def foreground_fraction(block: np.ndarray, threshold: float) -> float:
 class PatchDataset(Dataset[torch.Tensor]):
     """Random (or fixed) normalised patches ``(C, *patch)`` float32 from a list of ``PatchSource``.
 
-    With ``fixed=True`` patch ``i`` depends only on ``(seed, i)``: the validation set is identical every
-    epoch and in every worker. Otherwise each draw takes fresh randomness from torch's generator, which
-    Lightning seeds per worker and epoch, so a seeded run is reproducible.
+    Every patch is a pure function of its index, whatever process draws it. With ``fixed=True`` patch
+    ``i`` depends only on ``(seed, i)``: the validation set is identical every epoch. Otherwise index
+    ``j`` stands for sample ``j % n_samples`` of epoch ``j // n_samples`` (``EpochSampler`` yields them)
+    and draws from ``(seed, epoch, sample)`` alone: patches, jitter and augmentation do not depend on the
+    loader's worker count or on how Lightning seeds its workers, and any sample of any epoch can be
+    drawn again on its own (a run resumed mid-epoch continues with the same patches).
 
     Images are drawn in proportion to their area. With ``foreground_fraction > 0`` a patch whose
     foreground share (``foreground_fraction()`` above ``foreground_threshold``) is below it is redrawn,
@@ -168,7 +171,8 @@ class PatchDataset(Dataset[torch.Tensor]):
         if self.fixed:
             rng = np.random.default_rng([self.seed, i])
         else:
-            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,)).item()))
+            epoch, index = divmod(int(i), self.n_samples)  # EpochSampler's indices carry the epoch
+            rng = np.random.default_rng([self.seed, epoch, index])
         k, raw = self._draw(rng)
         if self.foreground_fraction > 0:
             src = self.sources[k]
@@ -202,6 +206,32 @@ class PatchDataset(Dataset[torch.Tensor]):
             if self.patch[-1] == self.patch[-2]:
                 block = np.rot90(block, int(rng.integers(4)), axes=(-2, -1))
         return torch.from_numpy(np.ascontiguousarray(block))
+
+
+class EpochSampler(Sampler[int]):
+    """The indices of one epoch of a ``PatchDataset`` with random patches: ``epoch * n + i`` for
+    ``i = start … n - 1`` in order (the patches are independent draws; shuffling adds nothing).
+
+    Lightning calls ``set_epoch`` at each epoch start (under DDP through its sampler wrapper).
+    ``start`` skips the samples an interrupted epoch already used; it applies to the next epoch begun
+    with ``set_epoch`` (or iterated) and is then cleared, so later epochs are whole.
+    """
+
+    def __init__(self, n_samples: int) -> None:
+        self.n_samples = int(n_samples)
+        self.epoch = 0
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n_samples - self.start
+
+    def __iter__(self) -> Iterator[int]:
+        start, self.start = self.start, 0
+        base = self.epoch * self.n_samples
+        return iter(range(base + start, base + self.n_samples))
 
 
 def jitter_ranges(

@@ -22,11 +22,12 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.augment import make_augment
 from psr.data.omezarr import ImageRef, Manifest, ManifestImage, discover_images, read_manifest
 from psr.data.patches import (
+    EpochSampler,
     PatchDataset,
     PatchSource,
     foreground_fraction,
@@ -417,11 +418,14 @@ class ZarrDataModule(L.LightningDataModule):
         train = [sources[i] for i in sorted(order[n_val:])]
         return train, val
 
-    def _loader(self, dataset: Dataset[Any], shuffle: bool) -> DataLoader[Any]:
+    def _loader(
+        self, dataset: Dataset[Any], shuffle: bool, sampler: Sampler[int] | None = None
+    ) -> DataLoader[Any]:
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=shuffle,
+            shuffle=shuffle and sampler is None,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.num_workers > 0 and self.persistent_workers is not False,
@@ -442,11 +446,13 @@ class ZarrDataModule(L.LightningDataModule):
             self.train_sources,
             self.patch,
             self.samples_per_epoch,
+            seed=self.seed,
             augment=self.augment,
             percentile_jitter=self.percentile_jitter,
             **self._sampling(),
         )
-        return self._loader(dataset, shuffle=True)
+        # Each patch is drawn from (seed, epoch, index) alone: the same with any number of workers.
+        return self._loader(dataset, shuffle=True, sampler=EpochSampler(self.samples_per_epoch))
 
     def val_dataloader(self) -> DataLoader[Any]:
         if not self.val_sources:

@@ -109,7 +109,7 @@ def test_the_config_list_reaches_the_training_patches(compose_cfg: Callable[...,
     again = torch.cat(list(loader))
     torch.testing.assert_close(first, again, rtol=0, atol=0)  # seeded: the same augmented patches
     # The same draws without augmentation: each augmented patch is a symmetry of its plain twin.
-    plain = PatchDataset(dm.train_sources, dm.patch, 6, augment=False)
+    plain = PatchDataset(dm.train_sources, dm.patch, 6, seed=loader.dataset.seed, augment=False)
     torch.manual_seed(0)
     twins = torch.stack([plain[i] for i in range(6)])
     torch.manual_seed(0)
