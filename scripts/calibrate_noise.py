@@ -44,6 +44,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from psr.calibration.fitting import FitError, write_preset  # noqa: E402
+from psr.calibration.presets import usage  # noqa: E402
 from psr.data.normalise import NormalisationError, apply_range, frame_range  # noqa: E402
 from psr.data.pairs import PairError, list_images, match_pairs, read_planes  # noqa: E402
 from psr.metrics.noise import (  # noqa: E402
@@ -82,7 +83,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("low", nargs="+", help="raw low-quality images: files, folders or globs")
-    p.add_argument("--out", required=True, help="the preset YAML to write (conf/crappifier/<name>.yaml)")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="the preset YAML to write, e.g. conf/crappifier/<name>.yaml in the folder psr train runs from",
+    )
     p.add_argument("--percentiles", type=float, nargs=2, default=[1.0, 99.8], help="input normalisation")
     p.add_argument("--smoothing", type=float, default=1.0, help="σ (px) of the smoothing for the percentiles")
     p.add_argument(
@@ -309,7 +314,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         "Command: " + shlex.join(["python", "scripts/calibrate_noise.py", *argv]),
     ]
     write_preset(out, tree, header)
-    print(f"psr: wrote {_display(out)}; use it as crappifier={out.stem}")
+    print(f"psr: wrote {_display(out)}; {usage(out)}")
     return out
 
 

@@ -10,6 +10,8 @@ The residual of the real low image against its high twin is compared with that o
 image (histogram and radial spectrum; see ``psr/calibration/fitting.py`` for the distance), and Optuna's
 TPE sampler searches the preset's noise and blur parameters (or those named by ``--params``). The written
 YAML keeps ``${scale}`` in its resampling step, so ``train.py crappifier=<its name>`` works at any scale.
+Without ``--out`` it goes to ``conf/crappifier/`` of the working folder (never into psr's own configs),
+where ``psr train`` run from that folder finds it (``psr.calibration.presets``).
 Bad input: one ``error: ...`` line on stderr, exit code 2, nothing written.
 """
 
@@ -38,6 +40,7 @@ from psr.calibration.fitting import (  # noqa: E402
     read_pairs,
     write_preset,
 )
+from psr.calibration.presets import find_preset, usage, user_preset  # noqa: E402
 from psr.crappifiers.base import Crappifier  # noqa: E402
 from psr.data.pairs import PairError  # noqa: E402
 
@@ -70,7 +73,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Fit a crappifier preset's noise/blur parameters to real low/high pairs.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--preset", default="poisson", help="a conf/crappifier name or a path to a preset YAML")
+    p.add_argument(
+        "--preset",
+        default="poisson",
+        help="a preset name (./conf/crappifier, then psr's own) or a path to a preset YAML",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pairs", help="a pair set of conf/evaluate/data (hagen, confocal_fmd, ...)")
     src.add_argument("--low", nargs="+", help="low-quality images: files, folders or globs")
@@ -97,7 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="high-image normalisation, as in training",
     )
     p.add_argument("--spread", type=float, default=0.0, help="write [v(1-s), v(1+s)] ranges instead of v")
-    p.add_argument("--out", help="output YAML (default conf/crappifier/fitted_<pairs>_<preset>.yaml)")
+    p.add_argument(
+        "--out",
+        help="output YAML (default ./conf/crappifier/fitted_<pairs>_<preset>.yaml in the working folder,"
+        " where psr train run from that folder finds it as crappifier=<its name>)",
+    )
     p.add_argument("--quiet", action="store_true", help="no per-trial lines")
     args = p.parse_args(argv)
     if args.low is not None and not args.high:
@@ -116,11 +127,7 @@ def _display(path: Path | str) -> str:
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> Path:
-    preset_path = (
-        Path(args.preset)
-        if args.preset.endswith((".yaml", ".yml"))
-        else ROOT / "conf" / "crappifier" / f"{args.preset}.yaml"
-    )
+    preset_path = find_preset(args.preset, ROOT / "conf" / "crappifier")
     tree, comments = load_preset(preset_path)
     source = _display(preset_path)
     params = [parse_param(t, tree, source) for t in args.params] if args.params else default_params(tree)
@@ -157,11 +164,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Path:
         )
         described = f"low {' '.join(args.low)} vs high {' '.join(args.high)}"
         set_name = "pairs"
-    out = (
-        Path(args.out)
-        if args.out
-        else ROOT / "conf" / "crappifier" / f"fitted_{set_name}_{preset_path.stem}.yaml"
-    )
+    out = Path(args.out) if args.out else user_preset(f"fitted_{set_name}_{preset_path.stem}")
     if out.suffix not in (".yaml", ".yml"):
         raise FitError(f"--out {out} must end in .yaml")
 
@@ -204,7 +207,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> Path:
     for name in names:
         print(f"  {name}: {result.before.per_pair[name]:.4f} -> {result.after.per_pair[name]:.4f}")
     print("psr: fitted " + ", ".join(f"{k} = {v:g}" for k, v in result.values.items()))
-    print(f"psr: wrote {_display(out)} ({time.perf_counter() - t0:.0f} s); use it as crappifier={out.stem}")
+    print(f"psr: wrote {_display(out)} ({time.perf_counter() - t0:.0f} s); {usage(out)}")
     return out
 
 

@@ -9,6 +9,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from hydra.core.global_hydra import GlobalHydra
 
 from psr.cli import APP_DIR, COMMANDS, main
@@ -118,6 +119,30 @@ def test_argparse_tools_name_the_psr_command_in_their_usage(
 ) -> None:
     code, out, _ = run_psr(capsys, command, "--help")
     assert code == 0 and out.startswith(f"usage: psr {command} ")
+
+
+def test_a_fitted_preset_lands_in_the_working_folder_and_trains_from_there(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``psr fit-crappifier`` writes ./conf/crappifier/<name>.yaml (not into psr's own conf/), and
+    ``psr train crappifier=<name>`` run from that folder composes it (Hydra searches ./conf too)."""
+    import numpy as np
+    import tifffile
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    high = rng.integers(200, 4000, (48, 48)).astype(np.uint16)
+    tifffile.imwrite("low.tif", rng.poisson(high / 40.0).astype(np.uint16))
+    tifffile.imwrite("high.tif", high)
+    args = ["--preset", "gaussian", "--low", "low.tif", "--high", "high.tif", "--n-trials", "2"]
+    code, out, err = run_psr(capsys, "fit-crappifier", *args, "--crop", "32", "--crops", "1", "--quiet")
+    preset = Path("conf/crappifier/fitted_pairs_gaussian.yaml")
+    assert code == 0, err
+    assert preset.is_file() and not (APP_DIR / "conf" / "crappifier" / preset.name).exists()
+    assert "use it as crappifier=fitted_pairs_gaussian (psr train run from this folder" in out
+    code, out, err = run_psr(capsys, "train", "crappifier=fitted_pairs_gaussian", "--cfg", "job")
+    assert code == 0, err
+    assert yaml.safe_load(out)["crappifier"] == yaml.safe_load(preset.read_text())
 
 
 def test_console_entry_from_another_folder(tmp_path: Path) -> None:
