@@ -37,6 +37,16 @@ def _check_finite(block: np.ndarray, img: Source, layout: Layout, region: dict[s
     )
 
 
+def _channel_names(names: tuple[str, ...], layout: Layout) -> tuple[str, ...]:
+    """The names of the channels written: all of them, the one ``--channel N`` keeps, or the single
+    channel of an image without a channel axis; none for ``--channel max`` / ``mean``."""
+    if isinstance(layout.channel, int) and not isinstance(layout.channel, bool):
+        return (names[layout.channel],) if layout.channel < len(names) else ()
+    if layout.channel is None and ("c" in layout.axes or len(names) == 1):
+        return names
+    return ()
+
+
 def write_image(
     root: zarr.Group,
     name: str,
@@ -52,7 +62,7 @@ def write_image(
     larger), never by the image. Returns the bytes written at level 0 (uncompressed).
     """
     kept = [a for a in layout.axes if a != "c"]
-    names = img.channel_names if "c" in layout.axes and layout.channel is None else ()
+    names = _channel_names(img.channel_names, layout)
     writer = OmeZarrWriter(
         root.create_group(name),
         layout.axes,
