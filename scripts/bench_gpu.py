@@ -2,8 +2,8 @@
 
 Steps, each in its own subprocess with its own timeout (a failing or overrunning step is reported and
 the next one runs; the training models share one process, and a fresh one takes the models still to do
-after a failure), within a total ``--budget`` of seconds (default 230; steps that no longer fit are
-reported as skipped). They run in the order (a), (c), (b), training taking what the budget leaves. The
+after a failure), within a total ``--budget`` of seconds (default 300; steps that no longer fit are
+reported as skipped). They run in the order (a), (c), (d), (b), training taking what the budget leaves. The
 report is rewritten after every step, so an outer timeout leaves the steps done so far.
 
 (a) **Crappifiers**: the device's copy bandwidth (``y.copy_(x)`` of the batch, bytes read + written per
@@ -19,9 +19,12 @@ report is rewritten after every step, so an outer timeout leaves the steps done 
     GPU memory and peak RSS (the training process; the largest loader worker).
 (c) **Prediction**: ``scripts/bench_predict.py``'s ``run_benchmark`` (its code, imported): rcan, a
     ``--predict-size``² (default 4096) uint16 image ×4 to OME-Zarr: input Mpx/s, GPU busy, peak memory.
+(d) **Live restoration**: the same ``run_benchmark`` on a ``--live-frames``-frame (default 32) time series
+    of ``--live-size``² (default 2048) at ×1 with care_unet and rcan, to TIFF: frames/s (the issue's
+    targets: ≥ 30 with care_unet, ≥ 10 with rcan), GPU busy, peak memory.
 
 ``--quick`` is a CPU rehearsal with tiny sizes (batch 4 × 64², 2 s of training per model on 4 demo
-images of 256², prediction of 256²); under two minutes on a 2-core machine. Runs from a source tree:
+images of 256², prediction of 256², 4 live frames of 128² with care_unet only); under two minutes on a 2-core machine. Runs from a source tree:
 ``PYTHONPATH=$PWD python scripts/bench_gpu.py`` with torch, lightning, hydra-core, omegaconf, zarr,
 numcodecs, ome-zarr (+ dask), scipy, scikit-image, tifffile and segmentation-models-pytorch (unet only);
 no W&B (``WANDB_MODE=disabled``, ``logger=none``), no optuna, no albumentations.
@@ -359,10 +362,29 @@ def step_predict(p: dict[str, Any]) -> dict[str, Any]:
     return {"size": p["size"], "scale": p["scale"], "results": results}
 
 
+def step_live(p: dict[str, Any]) -> dict[str, Any]:
+    """``bench_predict.run_benchmark`` on a time series at ×1, frame by frame, to TIFF."""
+    sys.path.insert(0, str(SCRIPTS))
+    from bench_predict import run_benchmark
+
+    results = run_benchmark(
+        p["models"],
+        size=p["size"],
+        scale=1,
+        tile=p["tile"],
+        frames=p["frames"],
+        device=p["device"],
+        output_format="tif",
+        workdir=p["workdir"],
+    )
+    return {"size": p["size"], "frames": p["frames"], "results": results}
+
+
 STEPS: dict[str, Callable[[dict[str, Any]], dict[str, Any] | None]] = {
     "crappifiers": step_crappifiers,
     "train": step_train,
     "predict": step_predict,
+    "live": step_live,
 }
 
 
@@ -485,6 +507,23 @@ def report(header: list[str], results: dict[str, dict[str, Any]], plan: list[tup
                 f" {s['megapixels_per_second']:.2f} | {s['output_megapixels_per_second']:.1f} |"
                 f" {_pct(s.get('gpu_busy'))} | {_gib(s.get('peak_gpu_gib'))} | {_gib(s.get('peak_rss_gib'))} |"
             )
+    lines += ["", "## (d) Live restoration (a time series at ×1, frame by frame, to TIFF)"]
+    live = results.get("live")
+    if live is None:
+        lines.append("not run (time budget)")
+    elif "error" in live:
+        lines.append(f"failed: {live['error']}")
+    else:
+        lines += [
+            "",
+            "| model | frames | frames/s | GPU busy | peak GPU GiB | peak RSS GiB |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for model, s in live["results"].items():
+            lines.append(
+                f"| {model} | {live['frames']} × {live['size']}² | {_num(s['frames_per_second'])} |"
+                f" {_pct(s.get('gpu_busy'))} | {_gib(s.get('peak_gpu_gib'))} | {_gib(s.get('peak_rss_gib'))} |"
+            )
     lines += ["", "## Steps", "", "| step | wall s | status |", "|---|---:|---|"]
     for _, key in plan:
         r = results.get(key)
@@ -501,7 +540,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="a CPU rehearsal with tiny sizes (< 2 min)")
     parser.add_argument("--out", default=None, help="also write the Markdown report to this file")
-    parser.add_argument("--budget", type=float, default=None, help="total seconds (default 230; --quick 115)")
+    parser.add_argument("--budget", type=float, default=None, help="total seconds (default 300; --quick 115)")
     parser.add_argument("--batch", type=int, default=None, help="crappifier batch (default 256; --quick 4)")
     parser.add_argument(
         "--size", type=int, default=None, help="crappifier image side (default 1024; --quick 64)"
@@ -516,7 +555,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--predict-size", type=int, default=None, help="prediction image side (default 4096; --quick 256)"
     )
-    parser.add_argument("--skip", nargs="*", default=[], choices=["crappifiers", "train", "predict"])
+    parser.add_argument(
+        "--live-size", type=int, default=None, help="live time-series frame side (default 2048; --quick 128)"
+    )
+    parser.add_argument(
+        "--live-frames", type=int, default=None, help="live time-series length (default 32; --quick 4)"
+    )
+    parser.add_argument("--skip", nargs="*", default=[], choices=["crappifiers", "train", "predict", "live"])
     parser.add_argument(
         "--workdir", default=None, help="demo data and prediction files (default: a temp folder)"
     )
@@ -528,14 +573,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     def pick(value: Any, full: Any, tiny: Any) -> Any:
         return value if value is not None else (tiny if quick else full)
 
-    args.budget = pick(args.budget, 230.0, 115.0)
+    args.budget = pick(args.budget, 300.0, 115.0)
     args.batch = pick(args.batch, 256, 4)
     args.size = pick(args.size, 1024, 64)
     args.train_seconds = pick(args.train_seconds, 25.0, 2.0)
     args.warmup_steps = pick(args.warmup_steps, 20, 1)
     args.predict_size = pick(args.predict_size, 4096, 256)
-    if min(args.batch, args.size, args.predict_size, args.warmup_steps) < 1 or args.train_seconds <= 0:
-        parser.error("--batch, --size, --predict-size, --warmup-steps and --train-seconds must be positive")
+    args.live_size = pick(args.live_size, 2048, 128)
+    args.live_frames = pick(args.live_frames, 32, 4)
+    sizes = (args.batch, args.size, args.predict_size, args.warmup_steps, args.live_size, args.live_frames)
+    if min(sizes) < 1 or args.train_seconds <= 0:
+        parser.error(
+            "--batch, --size, --predict-size, --warmup-steps, --live-size, --live-frames and --train-seconds"
+            " must be positive"
+        )
     if args.size % 4:
         parser.error(f"--size {args.size} must be divisible by the scale 4")
     return args
@@ -589,6 +640,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "workdir": str(work),
         }
         timeouts["predict"] = 90.0 if cuda else 45.0
+    if "live" not in args.skip:
+        plan.append(("live", "live"))
+        params["live"] = {
+            "models": ["care_unet"] if args.quick else ["care_unet", "rcan"],
+            "size": args.live_size,
+            "frames": args.live_frames,
+            "tile": 1024 if args.live_size >= 1024 else args.live_size,
+            "device": device,
+            "workdir": str(work),
+        }
+        timeouts["live"] = 90.0 if cuda else 45.0
     header = [
         "# psr GPU benchmark" + (" (--quick: CPU rehearsal, tiny sizes)" if args.quick else ""),
         "",
@@ -611,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             Path(args.out).write_text(text)
 
     # Prediction before training: the training models share what the budget leaves.
-    order = [kind for kind in ("crappifiers", "predict", "train") if any(k == kind for k, _ in plan)]
+    order = [kind for kind in ("crappifiers", "predict", "live", "train") if any(k == kind for k, _ in plan)]
     for kind in order:
         if kind == "train":
             # All models in one process (imports, CUDA and the demo data once); after a crash or a
