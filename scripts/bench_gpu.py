@@ -437,6 +437,28 @@ def _num(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
+def _prediction_section(
+    title: str,
+    step: dict[str, Any] | None,
+    header: str,
+    cells: Callable[[dict[str, Any], dict[str, Any]], str],
+) -> list[str]:
+    """A ``run_benchmark`` step's report lines: one row per model, ``cells(step, summary)`` giving the
+    columns between the model's name and its GPU busy share and peak memory."""
+    lines = ["", title]
+    if step is None:
+        return [*lines, "not run (time budget)"]
+    if "error" in step:
+        return [*lines, f"failed: {step['error']}"]
+    lines += ["", header, "|---|" + "---:|" * (header.count("|") - 2)]
+    for model, s in step["results"].items():
+        lines.append(
+            f"| {model} {cells(step, s)} {_pct(s.get('gpu_busy'))} | {_gib(s.get('peak_gpu_gib'))} |"
+            f" {_gib(s.get('peak_rss_gib'))} |"
+        )
+    return lines
+
+
 def report(header: list[str], results: dict[str, dict[str, Any]], plan: list[tuple[str, str]]) -> str:
     lines = [*header, ""]
     crap = results.get("crappifiers")
@@ -489,41 +511,21 @@ def report(header: list[str], results: dict[str, dict[str, Any]], plan: list[tup
                 f" {_pct(r['gpu_busy'])} | {_gib(r['peak_gpu_gib'])} | {_gib(r['peak_rss_gib'])}"
                 f" ({_gib(r['worker_rss_gib'])}) | {r['build_s']:.0f} + {r['startup_s']:.0f} |"
             )
-    lines += ["", "## (c) Prediction (scripts/bench_predict.py's run_benchmark, to OME-Zarr)"]
-    pred = results.get("predict")
-    if pred is None:
-        lines.append("not run (time budget)")
-    elif "error" in pred:
-        lines.append(f"failed: {pred['error']}")
-    else:
-        lines += [
-            "",
-            "| model | input | scale | wall s | input Mpx/s | output Mpx/s | GPU busy | peak GPU GiB | peak RSS GiB |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for model, s in pred["results"].items():
-            lines.append(
-                f"| {model} | {pred['size']}² | {pred['scale']} | {s['seconds']:.2f} |"
-                f" {s['megapixels_per_second']:.2f} | {s['output_megapixels_per_second']:.1f} |"
-                f" {_pct(s.get('gpu_busy'))} | {_gib(s.get('peak_gpu_gib'))} | {_gib(s.get('peak_rss_gib'))} |"
-            )
-    lines += ["", "## (d) Live restoration (a time series at ×1, frame by frame, to TIFF)"]
-    live = results.get("live")
-    if live is None:
-        lines.append("not run (time budget)")
-    elif "error" in live:
-        lines.append(f"failed: {live['error']}")
-    else:
-        lines += [
-            "",
-            "| model | frames | frames/s | GPU busy | peak GPU GiB | peak RSS GiB |",
-            "|---|---|---:|---:|---:|---:|",
-        ]
-        for model, s in live["results"].items():
-            lines.append(
-                f"| {model} | {live['frames']} × {live['size']}² | {_num(s['frames_per_second'])} |"
-                f" {_pct(s.get('gpu_busy'))} | {_gib(s.get('peak_gpu_gib'))} | {_gib(s.get('peak_rss_gib'))} |"
-            )
+    lines += _prediction_section(
+        "## (c) Prediction (scripts/bench_predict.py's run_benchmark, to OME-Zarr)",
+        results.get("predict"),
+        "| model | input | scale | wall s | input Mpx/s | output Mpx/s | GPU busy | peak GPU GiB | peak RSS GiB |",
+        lambda p, s: (
+            f"| {p['size']}² | {p['scale']} | {s['seconds']:.2f} | {s['megapixels_per_second']:.2f} |"
+            f" {s['output_megapixels_per_second']:.1f} |"
+        ),
+    )
+    lines += _prediction_section(
+        "## (d) Live restoration (a time series at ×1, frame by frame, to TIFF)",
+        results.get("live"),
+        "| model | frames | frames/s | GPU busy | peak GPU GiB | peak RSS GiB |",
+        lambda p, s: f"| {p['frames']} × {p['size']}² | {_num(s['frames_per_second'])} |",
+    )
     lines += ["", "## Steps", "", "| step | wall s | status |", "|---|---:|---|"]
     for _, key in plan:
         r = results.get(key)
