@@ -146,7 +146,6 @@ def run_once(overrides: list[str], probe_dir: Path, importtime: bool, timeout: f
             "PYTHONPATH": os.pathsep.join(filter(None, [str(probe_dir), os.environ.get("PYTHONPATH")])),
             "PSR_STARTUP_OUT": str(out),
             "WANDB_MODE": "disabled",
-            "HYDRA_FULL_ERROR": "1",
         }
         command = [sys.executable, *(["-X", "importtime"] if importtime else []), "train.py", *args]
         env["PSR_STARTUP_T0"] = repr(time.time())
@@ -154,7 +153,8 @@ def run_once(overrides: list[str], probe_dir: Path, importtime: bool, timeout: f
             command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=False
         )
         if not out.is_file():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            lines = proc.stderr.strip().splitlines()  # Hydra says what is wrong first, Python last
+            tail = "\n".join(lines if len(lines) <= 30 else [*lines[:5], "...", *lines[-10:]])
             raise SystemExit(
                 f"bench_startup: train.py {shlex.join(overrides)} ended (exit {proc.returncode}) "
                 f"before its first training step:\n{tail}"
