@@ -145,6 +145,26 @@ def test_a_fitted_preset_lands_in_the_working_folder_and_trains_from_there(
     assert yaml.safe_load(out)["crappifier"] == yaml.safe_load(preset.read_text())
 
 
+def test_preset_tools_say_how_to_train_with_what_they_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """psr fit-crappifier / calibrate-noise end on how to use the preset, wherever it went; a name given
+    to --preset is looked up in the working folder's conf/crappifier first."""
+    from psr.calibration.presets import find_preset, usage
+
+    monkeypatch.chdir(tmp_path)
+    assert "(psr train run from this folder" in usage(Path("conf/crappifier/mine.yaml"))
+    elsewhere = usage(tmp_path / "lab" / "conf" / "crappifier" / "mine.yaml")
+    assert f"'hydra.searchpath=[file://{tmp_path / 'lab' / 'conf'}]'" in elsewhere
+    assert "once it is in conf/crappifier/" in usage(tmp_path / "mine.yaml")
+    packaged = APP_DIR / "conf" / "crappifier"
+    assert find_preset("poisson", packaged) == packaged / "poisson.yaml"
+    Path("conf/crappifier").mkdir(parents=True)
+    Path("conf/crappifier/poisson.yaml").write_text("_target_: psr.crappifiers.noise.PoissonNoise\n")
+    assert find_preset("poisson", packaged) == Path("conf/crappifier/poisson.yaml")
+    assert find_preset("x/own.yaml", packaged) == Path("x/own.yaml")
+
+
 def test_console_entry_from_another_folder(tmp_path: Path) -> None:
     """``python -m psr.cli`` (what the console script calls) from a folder with no conf/ in it."""
     result = subprocess.run(
