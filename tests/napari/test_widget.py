@@ -88,6 +88,29 @@ def test_restore_adds_a_layer_at_the_finer_scale(viewer: Any, checkpoint: Path, 
     assert widget.status.value.startswith("restored cells on cpu")
 
 
+def test_a_layer_without_scale_takes_the_checkpoints_pixel_size(
+    viewer: Any, checkpoint: Path, image: np.ndarray, tmp_path: Path
+) -> None:
+    """A plain image (napari's default scale of 1) and a checkpoint recording 0.05 µm training pixels
+    (×2 model): the input layer takes 0.1 µm and the result 0.05 µm, so the two still overlay."""
+    import torch
+
+    from psr.io.metadata import CHECKPOINT_KEY, ImageMetadata
+
+    ckpt = torch.load(checkpoint, weights_only=True)
+    ckpt[CHECKPOINT_KEY] = ImageMetadata({"y": 0.05, "x": 0.05}, "micrometer").to_dict()
+    torch.save(ckpt, tmp_path / "sized.ckpt")
+    layer = viewer.add_image(image, name="plain")
+    widget = make_widget(viewer, tmp_path / "sized.ckpt", layer)
+    widget.start()
+    wait_idle(widget)
+    restored = viewer.layers["plain (psr ×2)"]
+    np.testing.assert_allclose(layer.scale, (0.1, 0.1))
+    np.testing.assert_allclose(restored.scale, (0.05, 0.05))
+    np.testing.assert_allclose(restored.translate, (-0.025, -0.025))
+    assert widget.status.value.endswith("pixel size 0.1 micrometer from the checkpoint's training images")
+
+
 def test_cancel_adds_nothing(viewer: Any, checkpoint: Path) -> None:
     big = np.random.default_rng(0).normal(100, 10, (640, 640)).astype(np.float32)
     layer = viewer.add_image(big, name="big")
