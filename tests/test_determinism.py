@@ -67,8 +67,10 @@ def test_epoch_sampler_skips_only_once() -> None:
     sampler = EpochSampler(4)
     sampler.set_epoch(2)
     sampler.start = 3
-    assert len(sampler) == 1 and list(sampler) == [11]
+    assert list(sampler) == [11]
     assert list(sampler) == [8, 9, 10, 11]
+    sampler.position = lambda: 2  # where a resumed run's loop stands, asked as an iteration begins
+    assert list(sampler) == [10, 11] and len(sampler) == 4
 
 
 @pytest.mark.parametrize("dtype", [bool, np.complex64])
@@ -80,3 +82,17 @@ def test_pairs_refuse_pixels_that_are_not_intensities(tmp_path: Path, dtype: typ
         PairError, match=rf"image \S+low\.tif has {np.dtype(dtype)} pixels; expected intensities"
     ):
         read_planes(image, None, 2, 1)
+
+
+def test_a_mid_epoch_resume_needs_the_same_epoch_layout(store: Path) -> None:
+    data = ZarrDataModule(
+        str(store), patch_size=16, batch_size=2, samples_per_epoch=8, cache_statistics=False
+    )
+    data.setup("fit")
+    loader = data.train_dataloader()
+    state = loader.state_dict()  # type: ignore[attr-defined]
+    loader.load_state_dict(state)  # type: ignore[attr-defined]
+    with pytest.raises(
+        ValueError, match="data.samples_per_epoch=16 and data.batch_size=2, this run has 8 and 2"
+    ):
+        loader.load_state_dict({**state, "samples_per_epoch": 16})  # type: ignore[attr-defined]

@@ -5,13 +5,14 @@ fixed normalised patches ``(C, *patch)`` from a list of them), read lazily from 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from scipy.ndimage import uniform_filter
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.augment import Augmenter
 from psr.data.normalise import apply_range
@@ -213,12 +214,14 @@ class EpochSampler(Sampler[int]):
     ``i = start … n - 1`` in order (the patches are independent draws; shuffling adds nothing).
 
     Lightning calls ``set_epoch`` at each epoch start (under DDP through its sampler wrapper).
-    ``start`` skips the samples an interrupted epoch already used; it applies to the next epoch begun
-    with ``set_epoch`` (or iterated) and is then cleared, so later epochs are whole.
+    ``start`` skips the samples an interrupted epoch already used; it applies to the next iteration
+    only. Without it, ``position`` (when given) is asked as each iteration begins how many samples of
+    the epoch were already used (a run resumed mid-epoch; 0 otherwise).
     """
 
-    def __init__(self, n_samples: int) -> None:
+    def __init__(self, n_samples: int, position: Callable[[], int] | None = None) -> None:
         self.n_samples = int(n_samples)
+        self.position = position
         self.epoch = 0
         self.start = 0
 
@@ -226,12 +229,56 @@ class EpochSampler(Sampler[int]):
         self.epoch = int(epoch)
 
     def __len__(self) -> int:
-        return self.n_samples - self.start
+        return self.n_samples
 
     def __iter__(self) -> Iterator[int]:
         start, self.start = self.start, 0
+        if not start and self.position is not None:
+            start = self.position()
         base = self.epoch * self.n_samples
-        return iter(range(base + start, base + self.n_samples))
+        return iter(range(base + min(start, self.n_samples), base + self.n_samples))
+
+
+class _LateIterator:
+    """An iterator that creates the one it stands for when the first item is asked for."""
+
+    def __init__(self, begin: Callable[[], Iterator[Any]]) -> None:
+        self._begin: Callable[[], Iterator[Any]] | None = begin
+        self._iterator: Iterator[Any] | None = None
+
+    def __iter__(self) -> _LateIterator:
+        return self
+
+    def __next__(self) -> Any:
+        if self._iterator is None:
+            assert self._begin is not None
+            self._iterator, self._begin = self._begin(), None
+        return next(self._iterator)
+
+
+class LateStartLoader(DataLoader[Any]):
+    """A ``DataLoader`` whose iteration (its workers' first requests included) starts with the first
+    batch asked for, not when ``iter`` is called. Lightning creates the training iterator before it
+    restores a checkpoint's loop state and calls ``set_epoch``; begun late, the ``EpochSampler`` knows
+    the epoch and where in it a resumed run stands before any index goes to a worker."""
+
+    def __iter__(self) -> Any:
+        return _LateIterator(super().__iter__)
+
+    # Lightning saves a loader's state in mid-epoch checkpoints and gives it back on resume (and warns
+    # that a resumed epoch is unreliable for loaders without one). Where an epoch stands is in the loop
+    # state Lightning restores; the state here is what must match for the rest of the epoch to follow.
+    def state_dict(self) -> dict[str, int]:
+        return {"samples_per_epoch": len(self.sampler), "batch_size": int(self.batch_size or 0)}  # type: ignore[arg-type]
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        saved = (state.get("samples_per_epoch"), state.get("batch_size"))
+        if saved != (len(self.sampler), self.batch_size):  # type: ignore[arg-type]
+            raise ValueError(
+                f"the checkpoint stopped mid-epoch with data.samples_per_epoch={saved[0]} and data.batch_size="
+                f"{saved[1]}, this run has {len(self.sampler)} and {self.batch_size}; resume with the same"  # type: ignore[arg-type]
+                " values (or from an end-of-epoch checkpoint)"
+            )
 
 
 def jitter_ranges(

@@ -28,6 +28,7 @@ from psr.data.augment import make_augment
 from psr.data.omezarr import ImageRef, Manifest, ManifestImage, discover_images, read_manifest
 from psr.data.patches import (
     EpochSampler,
+    LateStartLoader,
     PatchDataset,
     PatchSource,
     foreground_fraction,
@@ -421,7 +422,7 @@ class ZarrDataModule(L.LightningDataModule):
     def _loader(
         self, dataset: Dataset[Any], shuffle: bool, sampler: Sampler[int] | None = None
     ) -> DataLoader[Any]:
-        return DataLoader(
+        return (LateStartLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=self.batch_size,
             shuffle=shuffle and sampler is None,
@@ -452,7 +453,17 @@ class ZarrDataModule(L.LightningDataModule):
             **self._sampling(),
         )
         # Each patch is drawn from (seed, epoch, index) alone: the same with any number of workers.
-        return self._loader(dataset, shuffle=True, sampler=EpochSampler(self.samples_per_epoch))
+        sampler = EpochSampler(self.samples_per_epoch, position=self._samples_done)
+        return self._loader(dataset, shuffle=True, sampler=sampler)
+
+    def _samples_done(self) -> int:
+        """Samples of the current epoch already trained on as an epoch's iteration begins: those before
+        the checkpoint for a run resumed mid-epoch (Lightning has restored its loops by then), else 0.
+        Under DDP a resumed epoch starts over (each rank's count is of its own share of the samples)."""
+        trainer = self.trainer
+        if trainer is None or trainer.world_size > 1:
+            return 0
+        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready) * self.batch_size
 
     def val_dataloader(self) -> DataLoader[Any]:
         if not self.val_sources:
