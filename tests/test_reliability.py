@@ -516,12 +516,18 @@ def test_a_resumed_run_is_bit_identical_to_an_uninterrupted_one(
             task.train(configure(*settings, f"paths.output_dir={stopped}"))
     last = stopped / "checkpoints" / "last.ckpt"
     resumed = task.train(configure(*settings, f"paths.output_dir={stopped}", f"ckpt_path={last}"))
+    _assert_same_run(full, resumed)
+
+
+def _assert_same_run(full: dict, resumed: dict) -> None:
+    """Both runs took 8 steps and ended with the same weights and the same best validation PSNR."""
     assert resumed["steps"] == full["steps"] == 8
     weights = [
         torch.load(s["last_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
         for s in (full, resumed)
     ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert resumed["best"]["val/psnr"] == full["best"]["val/psnr"]
 
 
 @pytest.mark.parametrize(
@@ -564,14 +570,15 @@ def test_ingest_faults_are_one_line_and_leave_no_temporary(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.tif"]
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize(("workers", "stop"), [(0, "checkpoint"), (2, "checkpoint"), (2, "sigterm")])
 def test_a_run_resumed_mid_epoch_is_bit_identical_with_any_number_of_workers(
-    configure, tmp_path: Path, monkeypatch, workers: int
+    configure, tmp_path: Path, monkeypatch, workers: int, stop: str
 ) -> None:  # noqa: ANN001
-    """Stopped in the middle of its second epoch (a checkpoint saved as a batch ended, as
-    ``every_n_train_steps`` does) and resumed with ``workers`` loader workers, a run ends with the same
-    weights and metrics as the uninterrupted run with none: each patch is drawn from (seed, epoch, index)
-    and the resumed epoch continues at the sample where it stopped."""
+    """Stopped in the middle of its second epoch (by a checkpoint saved as a batch ended, as
+    ``every_n_train_steps`` does, or by SIGTERM, which saves last.ckpt at the next batch boundary) and
+    resumed with ``workers`` loader workers, a run ends with the same weights and metrics as the
+    uninterrupted run with none: each patch is drawn from (seed, epoch, index) and the resumed epoch
+    continues at the sample where it stopped."""
     import psr.tasks.train as task
 
     settings = ["data.samples_per_epoch=8", "trainer.max_epochs=2", "trainer.num_sanity_val_steps=1"]
@@ -582,21 +589,19 @@ def test_a_run_resumed_mid_epoch_is_bit_identical_with_any_number_of_workers(
     class StopMidEpoch(task.EpochLossHistory):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
             super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
-            if trainer.global_step == 6:  # the third of the second epoch's four steps
-                trainer.save_checkpoint(last)
-                raise RuntimeError("stopped")
+            if trainer.global_step != 6:  # the second of the second epoch's four steps
+                return
+            if stop == "sigterm":
+                trainer._signal_connector.received_sigterm = True  # what Lightning's SIGTERM handler sets
+                return
+            trainer.save_checkpoint(last)
+            raise RuntimeError("stopped")
 
     later = [*settings, f"data.num_workers={workers}", "data.persistent_workers=false"]
     with monkeypatch.context() as patch:
         patch.setattr(task, "EpochLossHistory", StopMidEpoch)
-        with pytest.raises(RuntimeError, match="stopped"):
+        with pytest.raises(RuntimeError if stop == "checkpoint" else KeyboardInterrupt):
             task.train(configure(*later, f"paths.output_dir={stopped}"))
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == 6
     resumed = task.train(configure(*later, f"paths.output_dir={stopped}", f"ckpt_path={last}"))
-    assert resumed["steps"] == full["steps"] == 8
-    weights = [
-        torch.load(s["last_checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
-        for s in (full, resumed)
-    ]
-    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
-    assert resumed["best"]["val/psnr"] == full["best"]["val/psnr"]
+    _assert_same_run(full, resumed)
