@@ -89,9 +89,11 @@ class SaveOnInterrupt(Callback):
 
 class RandomState(Callback):
     """Save the random streams of a run in its checkpoints and restore them when it resumes, so that a
-    run resumed from an end-of-epoch checkpoint draws the same patches and degradations as the run that
-    was not interrupted (bit-identical on the CPU with ``data.num_workers=0``; single-process runs only:
-    under DDP the checkpoint holds rank 0's streams alone, and each rank keeps its own fresh ones).
+    resumed run draws the same degradations as the run that was not interrupted (bit-identical on the
+    CPU with any ``data.num_workers``, from end-of-epoch and batch-boundary mid-epoch checkpoints; the
+    patches themselves depend on ``(seed, epoch, index)`` alone, ``psr.data.patches``; single-process
+    runs only: under DDP the checkpoint holds rank 0's streams alone, and each rank keeps its own fresh
+    ones).
 
     Saved: torch's CPU (and CUDA) generators, NumPy's and Python's global generators, and the training
     module's degradation generator (``_train_generator``, from which ``RestorationModule`` draws the
