@@ -32,9 +32,10 @@ from typing import Any, cast
 import lightning as L
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.pairs import ImageFile, PairError, list_images, read_planes
+from psr.data.patches import EpochSampler, LateStartLoader, samples_done
 
 MODES = ("semantic", "instance")
 VAL_SPLITS = ("images", "rows")
@@ -350,30 +351,39 @@ def _natural(name: str) -> tuple[Any, ...]:
 
 class _Patches(Dataset[dict[str, torch.Tensor]]):
     """``length`` random square patches of ``size`` from ``items`` (chosen in proportion to their area),
-    randomly flipped and rotated by multiples of 90°."""
+    randomly flipped and rotated by multiples of 90°.
 
-    def __init__(self, items: list[LabelledImage], size: int, length: int, augment: bool) -> None:
+    Sample ``i`` of an :class:`~psr.data.patches.EpochSampler` (``epoch * length + index``) is drawn from
+    ``(seed, epoch, index)`` alone, so patches do not depend on the number of loader workers and a run
+    resumed mid-epoch continues with the patches the uninterrupted run would have seen."""
+
+    def __init__(
+        self, items: list[LabelledImage], size: int, length: int, augment: bool, seed: int = 0
+    ) -> None:
         self.items = items
         self.size = size
         self.length = length
         self.augment = augment
+        self.seed = int(seed)
         areas = np.array([it.label.size for it in items], dtype=np.float64)
-        self.weights = torch.from_numpy(areas / areas.sum())
+        self.weights = areas / areas.sum()
 
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        item = self.items[int(torch.multinomial(self.weights, 1))]
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        epoch, index = divmod(int(i), self.length)
+        rng = np.random.default_rng([self.seed, epoch, index])
+        item = self.items[int(rng.choice(len(self.items), p=self.weights))]
         h, w = item.label.shape
-        y = int(torch.randint(0, h - self.size + 1, (1,)))
-        x = int(torch.randint(0, w - self.size + 1, (1,)))
+        y = int(rng.integers(0, h - self.size + 1))
+        x = int(rng.integers(0, w - self.size + 1))
         image = torch.from_numpy(item.image[:, y : y + self.size, x : x + self.size].copy())
         label = torch.from_numpy(item.label[y : y + self.size, x : x + self.size].copy())
         if self.augment:
-            k = int(torch.randint(0, 4, (1,)))
+            k = int(rng.integers(4))
             image, label = torch.rot90(image, k, (-2, -1)), torch.rot90(label, k, (-2, -1))
-            if bool(torch.randint(0, 2, (1,))):
+            if bool(rng.integers(2)):
                 image, label = image.flip(-1), label.flip(-1)
         return {"image": image.contiguous(), "label": label.contiguous()}
 
@@ -421,6 +431,7 @@ class LabelledDataModule(L.LightningDataModule):
         persistent_workers: bool | None = False,
         prefetch_factor: int | None = None,
         label_name: str | None = None,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if val_split not in VAL_SPLITS:
@@ -432,6 +443,7 @@ class LabelledDataModule(L.LightningDataModule):
         self.images = images
         self.labels = labels
         self.label_name = label_name
+        self.seed = int(seed)
         self.mode = mode
         self.classes = int(classes)
         self.label_map = {int(k): int(v) for k, v in (label_map or {}).items()} or None
@@ -498,11 +510,13 @@ class LabelledDataModule(L.LightningDataModule):
     def val_names(self) -> list[str]:
         return [it.name for it in self.val_items]
 
-    def _loader(self, dataset: Dataset[Any], batch_size: int, shuffle: bool) -> DataLoader[Any]:
-        return DataLoader(
+    def _loader(
+        self, dataset: Dataset[Any], batch_size: int, sampler: Sampler[int] | None = None
+    ) -> DataLoader[Any]:
+        return (LateStartLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
+            sampler=sampler,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=self.persistent_workers,
@@ -510,8 +524,11 @@ class LabelledDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader[Any]:
-        dataset = _Patches(self.train_items, self.patch_size, self.samples_per_epoch, self.augment)
-        return self._loader(dataset, self.batch_size, shuffle=False)
+        dataset = _Patches(self.train_items, self.patch_size, self.samples_per_epoch, self.augment, self.seed)
+        sampler = EpochSampler(
+            self.samples_per_epoch, position=lambda: samples_done(self.trainer, self.batch_size)
+        )
+        return self._loader(dataset, self.batch_size, sampler)
 
     def val_dataloader(self) -> DataLoader[Any]:
-        return self._loader(_Whole(self.val_items), 1, shuffle=False)
+        return self._loader(_Whole(self.val_items), 1)

@@ -239,6 +239,15 @@ class EpochSampler(Sampler[int]):
         return iter(range(base + min(start, self.n_samples), base + self.n_samples))
 
 
+def samples_done(trainer: Any, batch_size: int) -> int:
+    """Samples of the current epoch already trained on as an epoch's iteration begins: those before the
+    checkpoint for a run resumed mid-epoch (Lightning has restored its loops by then), else 0. Under DDP
+    a resumed epoch starts over (each rank's count is of its own share of the samples)."""
+    if trainer is None or trainer.world_size > 1:
+        return 0
+    return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready) * int(batch_size)
+
+
 class _LateIterator:
     """An iterator that creates the one it stands for when the first item is asked for."""
 

@@ -34,6 +34,7 @@ from psr.data.patches import (
     foreground_fraction,
     jitter_ranges,
     patch_layout,
+    samples_done,
 )
 from psr.data.statistics import (
     PERCENTILE_GRID,
@@ -457,13 +458,7 @@ class ZarrDataModule(L.LightningDataModule):
         return self._loader(dataset, shuffle=True, sampler=sampler)
 
     def _samples_done(self) -> int:
-        """Samples of the current epoch already trained on as an epoch's iteration begins: those before
-        the checkpoint for a run resumed mid-epoch (Lightning has restored its loops by then), else 0.
-        Under DDP a resumed epoch starts over (each rank's count is of its own share of the samples)."""
-        trainer = self.trainer
-        if trainer is None or trainer.world_size > 1:
-            return 0
-        return int(trainer.fit_loop.epoch_loop.batch_progress.current.ready) * self.batch_size
+        return samples_done(self.trainer, self.batch_size)
 
     def val_dataloader(self) -> DataLoader[Any]:
         if not self.val_sources:

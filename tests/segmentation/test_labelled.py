@@ -91,3 +91,26 @@ def test_missing_masks_and_tiny_images_are_errors(labelled_folder) -> None:  # n
     tifffile.imwrite(masks / "1.tif", np.zeros((48, 48), np.uint8))
     with pytest.raises(LabelError, match="smaller than data.patch_size=64"):
         _module(images, masks, patch_size=64)
+
+
+def _epoch(dm: LabelledDataModule, epoch: int) -> list[dict[str, torch.Tensor]]:
+    loader = dm.train_dataloader()
+    loader.sampler.set_epoch(epoch)  # type: ignore[attr-defined]  # what Lightning does at each epoch start
+    return list(loader)
+
+
+def test_training_patches_come_from_the_seed_alone(labelled_folder) -> None:  # noqa: ANN001
+    """The same patches with any number of loader workers and any global torch seed; a new epoch or
+    another data.seed draws others."""
+    images, masks = labelled_folder(semantic=True)
+    torch.manual_seed(0)
+    inline = _epoch(_module(images, masks, classes=2, seed=3), 1)
+    torch.manual_seed(1)
+    workers = _epoch(_module(images, masks, classes=2, seed=3, num_workers=2), 1)
+    assert len(inline) == len(workers) == 2
+    for a, b in zip(inline, workers, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+    other_epoch = _epoch(_module(images, masks, classes=2, seed=3), 2)
+    other_seed = _epoch(_module(images, masks, classes=2, seed=4), 1)
+    assert not torch.equal(inline[0]["image"], other_epoch[0]["image"])
+    assert not torch.equal(inline[0]["image"], other_seed[0]["image"])
