@@ -3,6 +3,7 @@
     python scripts/ingest.py ../shared/data/clean/w2s_avg400_train -o data/w2s.ome.zarr --val-fraction 0.1
     python scripts/ingest.py stack.ome.tif -o data/stack.ome.zarr --chunks 16,256,256
     python scripts/ingest.py --manifest dataset.yaml -o data/dataset.ome.zarr
+    python scripts/ingest.py images/ --labels masks/ -o data/nuclei.ome.zarr    # segmentation: NGFF labels/
 
 Sources are TIFF (multi-page, OME-TIFF, ImageJ hyperstacks), PNG / JPEG, folders, globs and zarr / OME-Zarr
 stores. Re-running with the same sources and options does nothing; bad input prints one ``error: ...``
@@ -24,6 +25,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("sources", nargs="*", help="image files, folders, globs (quote them) or zarr stores")
     p.add_argument(
         "-o", "--output", required=True, help="the OME-Zarr store to write (e.g. data/name.ome.zarr)"
+    )
+    p.add_argument(
+        "--labels",
+        help="label masks (files, folder, glob) for segmentation: each mask goes into its image's NGFF labels/"
+        " group (train with data=labelled data.images=<output> data.labels=null)",
+    )
+    p.add_argument(
+        "--match",
+        choices=("stem", "order"),
+        default="stem",
+        help="with --labels: masks named like their images (stem) or paired in sorted order",
+    )
+    p.add_argument(
+        "--label-name", default="masks", help="with --labels: the label image's name (default masks)"
     )
     p.add_argument("--manifest", help="YAML manifest with images: (and splits) and pairs: (low/high/scale)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share of images without a split for val")
@@ -51,8 +66,47 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def ingest_labels(args: argparse.Namespace) -> Path:
+    """Images and their masks into one OME-Zarr store (``psr.data.labelled.ingest_labelled``); an existing
+    store is replaced only with --overwrite, and only once the new one is complete."""
+    import os
+    import shutil
+    import uuid
+
+    from psr.data.ingest import IngestError
+    from psr.data.labelled import ingest_labelled
+    from psr.io.units import convert, normalise_unit
+
+    if args.manifest or not args.sources:
+        raise IngestError(
+            "--labels needs the images as sources (not --manifest): psr ingest IMAGES --labels MASKS"
+        )
+    out = Path(args.output)
+    target = out
+    if out.exists():
+        if not args.overwrite:
+            raise IngestError(f"{out} already exists; pass --overwrite to replace it")
+        target = out.with_name(f".{out.name}.new-{uuid.uuid4().hex[:8]}")
+    pixel = args.pixel_size
+    if pixel is not None and args.unit is not None:  # the store's sizes are in micrometres
+        pixel = convert(pixel, normalise_unit(args.unit), "micrometer")
+    channel = None
+    if args.channel is not None:
+        from psr.data.ingest import parse_channel
+
+        channel = parse_channel(args.channel)
+    sources = args.sources[0] if len(args.sources) == 1 else list(args.sources)
+    ingest_labelled(sources, args.labels, target, args.match, channel, args.label_name, pixel)
+    if target != out:
+        shutil.rmtree(out)
+        os.replace(target, out)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.labels:
+        return _main_labels(args)
     from psr.data.ingest import IngestError, IngestOptions, ingest, parse_channel, parse_chunks
     from psr.faults import interrupt_exit_code, interrupt_name, os_error_sentence, stop_on_sigterm
 
@@ -106,6 +160,31 @@ def main(argv: list[str] | None = None) -> int:
         f"wrote {result.n_images} images ({mb:.1f} MB uncompressed) to {Path(result.path)} "
         f"in {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s)"
     )
+    return 0
+
+
+def _main_labels(args: argparse.Namespace) -> int:
+    from psr.data.labelled import LabelError
+    from psr.errors import PsrError
+    from psr.faults import interrupt_exit_code, interrupt_name, os_error_sentence, stop_on_sigterm
+
+    start = time.perf_counter()
+    try:
+        with stop_on_sigterm():
+            out = ingest_labels(args)
+    except (PsrError, LabelError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        print(f"error: interrupted by {interrupt_name(err)}; no store was written", file=sys.stderr)
+        return interrupt_exit_code(err)
+    except OSError as err:
+        named = OSError(err.errno, err.strerror, args.output) if err.errno is not None else err
+        if (sentence := os_error_sentence(named)) is None:
+            raise
+        print(f"error: {sentence}; no store was written", file=sys.stderr)
+        return 2
+    print(f"wrote images and their masks ({args.label_name}) to {out} in {time.perf_counter() - start:.1f} s")
     return 0
 
 

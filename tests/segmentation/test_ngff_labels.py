@@ -90,3 +90,54 @@ def test_ingested_images_and_masks_train_from_one_store(tmp_path: Path, labelled
         np.testing.assert_allclose(a.image, b.image, atol=1e-6)
     scale = json.loads((store / "0" / "labels" / "masks" / "zarr.json").read_text())["attributes"]["ome"]
     assert scale["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"] == [0.5, 0.5]
+
+
+def test_psr_ingest_labels_writes_the_store_data_labelled_reads(
+    tmp_path: Path,
+    labelled_folder,  # noqa: ANN001
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``psr ingest IMAGES --labels MASKS -o STORE``: the same images and masks as the files; an existing
+    store is kept without --overwrite, replaced with it; a bad mask is one error line and no store."""
+    import tifffile
+
+    from psr.cli import main
+
+    def psr(*args: str) -> int:
+        try:
+            return int(main(list(args)) or 0)
+        except SystemExit as exit_:
+            return int(exit_.code or 0)
+
+    images, masks = labelled_folder(n=3, semantic=True)
+    out = tmp_path / "seg.ome.zarr"
+    argv = [
+        "ingest",
+        str(images),
+        "--labels",
+        str(masks),
+        "-o",
+        str(out),
+        "--pixel-size",
+        "500",
+        "--unit",
+        "nm",
+    ]
+    assert psr(*argv) == 0
+    assert f"to {out}" in capsys.readouterr().out
+    from_files = load_labelled(str(images), str(masks), classes=2)
+    from_store = load_labelled(str(out), None, classes=2)
+    for a, b in zip(from_files, from_store, strict=True):
+        np.testing.assert_array_equal(a.label, b.label)
+    scale = json.loads((out / "0" / "labels" / "masks" / "zarr.json").read_text())["attributes"]["ome"]
+    got = scale["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert got == pytest.approx([0.5, 0.5])  # 500 nm in the store's micrometres
+
+    assert psr(*argv) == 2
+    assert "already exists; pass --overwrite" in capsys.readouterr().err
+    tifffile.imwrite(masks / "1.tif", np.zeros((10, 10), np.uint8))  # not the image's size
+    assert psr(*argv, "--overwrite") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "[10, 10]" in err
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".seg")] == []  # no temporary left
+    assert len(load_labelled(str(out), None, classes=2)) == 3  # the earlier store is intact
