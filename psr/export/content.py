@@ -15,6 +15,7 @@ import torch
 
 from psr.export.common import axis_names, model_class
 from psr.inference.checkpoint import LoadedModel
+from psr.metrics import keys
 
 LICENSE = "BSD-3-Clause"
 PSSR_CITATION = (
@@ -223,9 +224,9 @@ def write_readme(
         ]
         for h in history:
             lines.append(
-                f"| {h.get('epoch', '?')} | {h.get('val/psnr', float('nan')):.2f} |"
-                f" {h.get('val/baseline_psnr', float('nan')):.2f} | {h.get('val/ssim', float('nan')):.3f} |"
-                f" {h.get('val/baseline_ssim', float('nan')):.3f} |"
+                f"| {h.get('epoch', '?')} | {h.get(keys.VAL_PSNR, float('nan')):.2f} |"
+                f" {h.get(keys.VAL_BASELINE_PSNR, float('nan')):.2f} | {h.get(keys.VAL_SSIM, float('nan')):.3f} |"
+                f" {h.get(keys.VAL_BASELINE_SSIM, float('nan')):.3f} |"
             )
     else:
         lines.append("The checkpoint carries no validation history.")

@@ -28,3 +28,12 @@ VAL_BASELINE_PSNR = metric_key(VAL, BASELINE_PSNR)
 VAL_BASELINE_SSIM = metric_key(VAL, BASELINE_SSIM)
 VAL_GAIN_DB = metric_key(VAL, GAIN_DB)
 DEFAULT_MONITOR = VAL_PSNR
+
+# Segmentation (module=segmentation): mean foreground IoU / Dice, per class under ``<key>/<class>``,
+# pixel accuracy and, for instance masks, matching scores (``f1``, ``ap``, ``precision``, ``recall``).
+IOU, DICE, PIXEL_ACCURACY, F1, AP = "iou", "dice", "pixel_accuracy", "f1", "ap"
+VAL_IOU = metric_key(VAL, IOU)
+VAL_DICE = metric_key(VAL, DICE)
+VAL_F1 = metric_key(VAL, F1)
+VAL_AP = metric_key(VAL, AP)
+SEGMENTATION_MONITOR = VAL_IOU

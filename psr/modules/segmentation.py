@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from psr.metrics import keys
 from psr.metrics.segmentation import (
     BOUNDARY,
     Matching,
@@ -110,7 +111,7 @@ class SegmentationModule(L.LightningModule):
         degrade_validation: bool = True,
         match_iou: float = 0.5,
         threshold: float = 0.5,
-        monitor: str = "val/iou",
+        monitor: str = keys.SEGMENTATION_MONITOR,
         val_seed: int = 12345,
         n_panels: int = 2,
         panel_dir: str | None = None,
@@ -296,18 +297,20 @@ class SegmentationModule(L.LightningModule):
         if self.trainer is not None and self.trainer.world_size > 1:
             confusion = self.trainer.strategy.reduce(confusion.to(self.device), reduce_op="sum").cpu()
         iou, dice = iou_dice(confusion)
-        metrics: dict[str, float] = {"val/loss": self._val_loss / max(1, self._val_count)}
+        metrics: dict[str, float] = {keys.VAL_LOSS: self._val_loss / max(1, self._val_count)}
         for c, name in enumerate(self.class_names):
-            metrics[f"val/iou/{name}"] = float(iou[c])
-            metrics[f"val/dice/{name}"] = float(dice[c])
+            metrics[f"{keys.VAL_IOU}/{name}"] = float(iou[c])
+            metrics[f"{keys.VAL_DICE}/{name}"] = float(dice[c])
         fg_iou = iou[1:][torch.isfinite(iou[1:])]
         fg_dice = dice[1:][torch.isfinite(dice[1:])]
-        metrics["val/iou"] = float(fg_iou.mean()) if fg_iou.numel() else 0.0
-        metrics["val/dice"] = float(fg_dice.mean()) if fg_dice.numel() else 0.0
-        metrics["val/pixel_accuracy"] = float(confusion.diagonal().sum() / confusion.sum().clamp_min(1))
+        metrics[keys.VAL_IOU] = float(fg_iou.mean()) if fg_iou.numel() else 0.0
+        metrics[keys.VAL_DICE] = float(fg_dice.mean()) if fg_dice.numel() else 0.0
+        metrics[keys.metric_key(keys.VAL, keys.PIXEL_ACCURACY)] = float(
+            confusion.diagonal().sum() / confusion.sum().clamp_min(1)
+        )
         if self.scores_instances:
             for key, value in self._matching.scores().items():
-                metrics[f"val/{key}"] = value if math.isfinite(value) else 0.0
+                metrics[keys.metric_key(keys.VAL, key)] = value if math.isfinite(value) else 0.0
         return metrics
 
     def on_validation_epoch_end(self) -> None:
@@ -315,7 +318,7 @@ class SegmentationModule(L.LightningModule):
             return
         metrics = self.epoch_metrics()
         self.log_dict(metrics, prog_bar=False)
-        self.log("val/iou_fg", metrics["val/iou"], prog_bar=True)
+        self.log(f"{keys.VAL_IOU}_fg", metrics[keys.VAL_IOU], prog_bar=True)
         if self.trainer.sanity_checking:
             return
         self.history.append({"epoch": self.current_epoch, "step": self.global_step, **metrics})

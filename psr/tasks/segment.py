@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 from psr.data.pairs import PairError
+from psr.metrics import keys
+from psr.tasks.common import check_blank_patch
 from psr.tasks.common import choice as _choice
 from psr.tasks.common import instantiate_node as _instantiate
 from psr.tasks.common import quiet_duplicate_logs as _quiet_duplicate_logs
@@ -30,7 +30,7 @@ from psr.tasks.common import write_json as _write_json
 from psr.tasks.errors import ConfigError
 from psr.tasks.hardware import loader_settings, set_threads
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
-from psr.tasks.run_summary import EpochLossHistory
+from psr.tasks.run_summary import EpochLossHistory, trainer_fields
 
 log = logging.getLogger(__name__)
 
@@ -88,17 +88,10 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     net = _instantiate(cfg.model, "model")
     crappifier = _instantiate(cfg.crappifier, "crappifier") if cfg.get("crappifier") else None
     if crappifier is not None:
-        _check_crappifier(cfg, crappifier, datamodule.in_channels, int(cfg.data.patch_size))
+        patch = int(cfg.data.patch_size)
+        what = f"crappifier={_choice(cfg, 'crappifier')}"
+        check_blank_patch(crappifier, what, (patch, patch), datamodule.in_channels, int(cfg.get("scale", 1)))
     return {"datamodule": datamodule, "net": net, "crappifier": crappifier}
-
-
-def _check_crappifier(cfg: DictConfig, crappifier: Any, channels: int, patch: int) -> None:
-    """Degrade one blank patch: a kernel larger than the patch fails here, before training."""
-    try:
-        with torch.no_grad():
-            crappifier(torch.full((1, channels, patch, patch), 0.5), torch.Generator().manual_seed(0))
-    except ValueError as err:
-        raise ConfigError(f"crappifier={_choice(cfg, 'crappifier')} on a {patch}² patch: {err}") from err
 
 
 def segment(cfg: DictConfig) -> dict[str, Any]:
@@ -146,15 +139,12 @@ def summarise(
     cfg: DictConfig, module: Any, trainer: L.Trainer, wall_time: float, train_losses: dict[int, float]
 ) -> dict[str, Any]:
     """The best validation epoch by ``module.monitor``, the history, and where the checkpoints are."""
-    monitor = str(cfg.module.get("monitor", "val/iou"))
+    monitor = str(cfg.module.get("monitor", keys.SEGMENTATION_MONITOR))
     history = [
         {**h, **({"train/loss": train_losses[int(h["epoch"])]} if int(h["epoch"]) in train_losses else {})}
         for h in module.history
     ]
     best = max(module.history, key=lambda h: h.get(monitor, float("-inf"))) if module.history else {}
-    checkpoints = [cb for cb in trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-    best_cb = next((cb for cb in checkpoints if cb.monitor == monitor), None)
-    last_cb = next((cb for cb in checkpoints if cb.monitor is None), None)
     return {
         "task": "segment",
         "model": _choice(cfg, "model"),
@@ -165,12 +155,7 @@ def summarise(
         "seed": int(cfg.seed),
         "monitor": monitor,
         "best": best,
-        "steps": int(trainer.global_step),
-        "epochs": int(trainer.current_epoch),
-        "wall_time_s": round(wall_time, 1),
-        "best_checkpoint": (best_cb.best_model_path or None) if best_cb else None,
-        "last_checkpoint": (last_cb.best_model_path or None) if last_cb else None,
-        "device": str(trainer.strategy.root_device),
+        **trainer_fields(trainer, monitor, wall_time),
         "history": history,
     }
 
@@ -180,8 +165,8 @@ def result_line(summary: dict[str, Any]) -> str:
     best = summary.get("best") or {}
     if not best:
         return f"psr segment: no validation ran ({summary['steps']} steps, {summary['wall_time_s']:.0f} s)"
-    text = f"psr segment: val IoU {best['val/iou']:.3f}, Dice {best['val/dice']:.3f}"
-    if "val/f1" in best:
-        text += f", instance F1@0.5 {best['val/f1']:.3f} (AP {best['val/ap']:.3f})"
+    text = f"psr segment: val IoU {best[keys.VAL_IOU]:.3f}, Dice {best[keys.VAL_DICE]:.3f}"
+    if keys.VAL_F1 in best:
+        text += f", instance F1@0.5 {best[keys.VAL_F1]:.3f} (AP {best[keys.VAL_AP]:.3f})"
     ckpt = summary.get("best_checkpoint") or summary.get("last_checkpoint") or "not saved"
     return f"{text}; {summary['steps']} steps in {summary['wall_time_s']:.0f} s; checkpoint {ckpt}"
