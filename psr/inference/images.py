@@ -28,7 +28,6 @@ from psr.io.metadata import ImageMetadata, agree
 from psr.io.read_raster import SUFFIXES as PICTURE_SUFFIXES
 from psr.io.read_tiff import SUFFIXES as TIFF_SUFFIXES
 from psr.io.read_zarr import is_zarr
-from psr.io.units import normalise_unit as _normalise_unit
 
 AXIS_LETTERS = "tczyx"
 # Values per channel read to estimate percentiles: training's psr.data.zarr.STATS_SUBSAMPLE (a test keeps
@@ -44,11 +43,6 @@ __all__ = [
     "plan_layout",
 ]
 log = logging.getLogger(__name__)
-
-
-def normalise_unit(unit: object) -> str | None:
-    """A UDUNITS-2 length name (``micrometer``) for a unit spelling (``µm``, ``micron``), or None."""
-    return _normalise_unit(unit, strict=False)
 
 
 @dataclass
