@@ -67,14 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def ingest_labels(args: argparse.Namespace) -> Path:
-    """Images and their masks into one OME-Zarr store (``psr.data.labelled.ingest_labelled``); an existing
+    """Images and their masks into one OME-Zarr store (``psr.data.labelled_store.ingest_labelled``); an existing
     store is replaced only with --overwrite, and only once the new one is complete."""
     import os
     import shutil
     import uuid
 
     from psr.data.ingest import IngestError
-    from psr.data.labelled import ingest_labelled
+    from psr.data.labelled_store import ingest_labelled
     from psr.io.units import convert, normalise_unit
 
     if args.manifest or not args.sources:

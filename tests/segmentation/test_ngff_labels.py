@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from psr.data.labelled import LabelError, LabelledDataModule, load_labelled, write_labelled_store
+from psr.data.labelled import LabelError, LabelledDataModule, load_labelled
+from psr.data.labelled_store import write_labelled_store
 from psr.data.pairs import PairError
 from tests.segmentation.conftest import discs
 
@@ -78,7 +79,7 @@ def test_missing_labels_are_one_clear_error(tmp_path: Path, labelled_folder) -> 
 
 def test_ingested_images_and_masks_train_from_one_store(tmp_path: Path, labelled_folder) -> None:  # noqa: ANN001
     """Files in, one OME-Zarr store with labels/ out; data=labelled reads the same images and masks."""
-    from psr.data.labelled import ingest_labelled
+    from psr.data.labelled_store import ingest_labelled
 
     images, masks = labelled_folder(n=3, semantic=True)
     store = ingest_labelled(str(images), str(masks), tmp_path / "labelled.ome.zarr", pixel_size=0.5)
