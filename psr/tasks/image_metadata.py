@@ -49,8 +49,16 @@ class RecordImageMetadata(Callback):
         if self.metadata is None:
             self.metadata = training_metadata(getattr(trainer, "datamodule", None))
             if self.metadata.pixel_size:
+                # a formatted string, not the mapping: some handlers turn a lone mapping argument into a
+                # tuple of its keys, which the message's %s cannot take
+                meta = self.metadata
+                sizes = ", ".join(f"{axis} {size:g}" for axis, size in meta.pixel_size.items())
+                channels = f"; channels {', '.join(meta.channel_names)}" if meta.channel_names else ""
                 log.info(
-                    "psr: checkpoints record the training images' pixel size %s", self.metadata.to_dict()
+                    "psr: checkpoints record the training images' pixel size %s %s%s",
+                    sizes,
+                    meta.unit or "(no unit)",
+                    channels,
                 )
         if self.metadata:
             checkpoint[CHECKPOINT_KEY] = self.metadata.to_dict()
