@@ -59,7 +59,8 @@ def per_image(path: Path, group_by: str | None = None) -> str:
     psnr: dict[str, dict[str, float]] = defaultdict(dict)
     with path.open() as f:
         for row in csv.DictReader(f):
-            psnr[row["image"]][row["method"]] = float(row["psnr"])
+            if row["psnr"]:  # the ground truth's own row (FRC only) has no PSNR
+                psnr[row["image"]][row["method"]] = float(row["psnr"])
     baselines = [m for m in ("identity", "gaussian", "nlm", "bm3d") if any(m in v for v in psnr.values())]
     lines = ["| image | psr PSNR | " + " | ".join(f"psr − {b}" for b in baselines) + " |"]
     lines.append("|---|---:|" + "---:|" * len(baselines))

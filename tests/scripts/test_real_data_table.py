@@ -46,6 +46,7 @@ def test_one_row_per_set_with_the_gain_over_the_best_classical(tmp_path: Path, c
 def test_per_image_gains_and_missing_files(tmp_path: Path, capsys) -> None:  # noqa: ANN001
     metrics = tmp_path / "metrics.csv"
     rows = ["image,method,psnr", "a,model,30", "a,gaussian,29", "b,model,28", "b,gaussian,28.5"]
+    rows += ["a,ground_truth,", "b,ground_truth,"]  # evaluate.py's FRC-only rows of the target
     metrics.write_text("\n".join(rows) + "\n")
     module = _module()
     assert module.main(["--per-image", str(metrics)]) == 0
