@@ -1,8 +1,9 @@
 """Microscope formats through bioio (the ``formats`` extra): the adapter carries T / Z axes, physical pixel
 sizes and channel names into the ImageSource and on into an ingest store; a missing plugin is one error.
 
-CZI / ND2 / LIF cannot be written from Python, so the adapter is exercised through bioio-ome-tiff on an
-OME-TIFF the test writes (the same code path every bioio plugin takes); skipped without the extra."""
+The adapter is exercised through bioio-ome-tiff on an OME-TIFF the test writes and through bioio-czi on
+Zeiss CZI files written with Zeiss's pylibCZIrw (ND2 and LIF have no writer in Python; they take the same
+adapter); skipped without the extra."""
 
 from __future__ import annotations
 
@@ -65,6 +66,38 @@ def test_ingest_through_a_bioio_reader_keeps_axes_sizes_and_channel_names(
     assert {a.get("unit") for a in multiscale["axes"][2:]} == {"micrometer"}
     assert [c["label"] for c in ome["omero"]["channels"]] == ["DAPI", "GFP", "RFP"]
     np.testing.assert_array_equal(group["s0"][...], data)
+
+
+def test_a_zeiss_czi_file_reads_with_its_pixel_size_channels_and_z(tmp_path: Path) -> None:
+    """A real CZI (Zeiss's own writer): two channels, three Z planes, 0.25 µm pixels and 0.8 µm steps; its
+    planes, physical sizes and channel names through psr's reader table, and into an ingest store."""
+    pytest.importorskip("bioio_czi")
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
+    data = RNG.integers(0, 4000, (2, 3, 40, 56)).astype(np.uint16)
+    with pyczi.create_czi(str(tmp_path / "scan.czi")) as czi:
+        for c in range(2):
+            for z in range(3):
+                czi.write(data[c, z], plane={"C": c, "Z": z})
+        czi.write_metadata(
+            document_name="scan",
+            channel_names={0: "DAPI", 1: "GFP"},
+            scale_x=0.25e-6,
+            scale_y=0.25e-6,
+            scale_z=0.8e-6,
+        )
+    (source,) = open_images(tmp_path / "scan.czi")
+    assert (source.axes, source.shape) == ("tczyx", (1, 2, 3, 40, 56))
+    assert source.pixel_size == pytest.approx({"z": 0.8, "y": 0.25, "x": 0.25})
+    assert (source.unit, source.channel_names) == ("micrometer", ("DAPI", "GFP"))
+    with source:
+        np.testing.assert_array_equal(
+            source.read((0, 1, slice(None), slice(5, 20), slice(None))), data[1, :, 5:20]
+        )
+    out = ingest([tmp_path / "scan.czi"], tmp_path / "s.ome.zarr").path
+    ome = dict(zarr.open_group(str(out / "scan"), mode="r").attrs)["ome"]
+    scale = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]["scale"]
+    assert scale[-3:] == pytest.approx([0.8, 0.25, 0.25])
+    assert [c["label"] for c in ome["omero"]["channels"]] == ["DAPI", "GFP"]
 
 
 def test_missing_plugin_names_the_package_and_the_extra(

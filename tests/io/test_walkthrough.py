@@ -3,14 +3,12 @@
 reader, restore another image with the widget's core (``restore_array``: napari's Qt is not needed) and
 with ``psr predict``; the pixel size and channel name of the file reach the checkpoint and both outputs.
 
-The microscope file is an OME-TIFF the test writes (CZI / ND2 cannot be written from Python and the bioio
-plugins ship no sample files). With the ``formats`` extra installed it is read through bioio
-(bioio-ome-tiff), the code path of bioio-czi and bioio-nd2; without it, through psr's own TIFF reader.
+The microscope files are Zeiss CZI files the test writes with Zeiss's own pylibCZIrw (installed with
+bioio-czi, in the ``formats`` and ``dev`` extras) and psr reads through bioio-czi; skipped without them.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -20,8 +18,6 @@ import tifffile
 import zarr
 
 from psr.inference.checkpoint import load_checkpoint
-from psr.io import formats
-from psr.io.read_bioio import bioio_reader
 from psr.napari.reader import napari_get_reader
 from psr.napari.restore import restore_array
 from tests.test_cli import run_psr
@@ -45,27 +41,27 @@ TRAIN = [
 
 
 def _scan(path: Path, seed: int) -> np.ndarray:
-    """A one-channel OME-TIFF with a physical pixel size and a channel name, as a microscope writes."""
+    """A one-channel CZI with a physical pixel size (0.1 µm) and a channel name, as a Zeiss microscope
+    writes it."""
+    pyczi = pytest.importorskip("pylibCZIrw.czi")
     yy, xx = np.mgrid[:64, :64]
     clean = 1500 + 1000 * np.sin(yy / (4.0 + seed)) * np.cos(xx / 6.0)
     data = np.random.default_rng(seed).poisson(clean).astype(np.uint16)
-    metadata = {"axes": "YX", "PhysicalSizeX": 0.1, "PhysicalSizeY": 0.1, "Channel": {"Name": ["GFP"]}}
-    tifffile.imwrite(path, data, ome=True, metadata=metadata)
+    with pyczi.create_czi(str(path)) as czi:
+        czi.write(data, plane={"C": 0})
+        czi.write_metadata(document_name=path.stem, channel_names={0: "GFP"}, scale_x=0.1e-6, scale_y=0.1e-6)
     return data
 
 
 def test_microscope_file_to_napari(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    pytest.importorskip("bioio_czi")
     monkeypatch.chdir(tmp_path)
-    own_readers = formats.FORMATS
-    if importlib.util.find_spec("bioio_ome_tiff") is not None:
-        via_bioio = formats.Format("OME-TIFF (bioio)", (".tif",), bioio_reader("bioio_ome_tiff"))
-        monkeypatch.setattr(formats, "FORMATS", (via_bioio, *formats.FORMATS[1:]))
     Path("raw").mkdir()
     for k in range(3):
-        _scan(Path(f"raw/scan{k}.ome.tif"), k)
-    another = _scan(Path("another.ome.tif"), 7)
+        _scan(Path(f"raw/scan{k}.czi"), k)
+    another = _scan(Path("another.czi"), 7)
 
     # 1. psr ingest
     code, out, err = run_psr(capsys, "ingest", "raw", "-o", "scans.ome.zarr")
@@ -88,15 +84,14 @@ def test_microscope_file_to_napari(
     assert restored.input_scale == pytest.approx((0.2, 0.2)) and restored.unit == "micrometer"
     assert restored.scale == pytest.approx((0.1, 0.1))
     # 5. psr predict: the output carries the pixel size (input's / scale) and the channel name
-    monkeypatch.setattr(formats, "FORMATS", own_readers)  # bioio-ome-tiff reads no plain TIFF
     tifffile.imwrite("plain.tif", another)  # no metadata: the checkpoint's pixel size is used
-    for source in ("another.ome.tif", "plain.tif"):
+    for source in ("another.czi", "plain.tif"):
         code, out, err = run_psr(
             capsys, "predict", f"ckpt={ckpt}", f"input={source}", f"output={source}.ome.zarr", "device=cpu"
         )
         assert code == 0, err
         ome = dict(zarr.open_group(f"{source}.ome.zarr", mode="r").attrs)["ome"]
         transform = ome["multiscales"][0]["datasets"][0]["coordinateTransformations"][0]
-        expected = [0.05, 0.05] if source == "another.ome.tif" else [0.1, 0.1]
+        expected = [0.05, 0.05] if source == "another.czi" else [0.1, 0.1]
         assert transform["scale"][-2:] == pytest.approx(expected), source  # (t, c, z,) y, x
         assert [c["label"] for c in ome["omero"]["channels"]] == ["GFP"]
