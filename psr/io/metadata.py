@@ -11,11 +11,10 @@ physical scale with it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from psr.io.source import ImageSource
 from psr.io.units import convert, normalise_unit
 
 CHECKPOINT_KEY = "psr_image"
@@ -70,15 +69,6 @@ class ImageMetadata:
     def in_unit(self, unit: str | None) -> dict[str, float]:
         """The pixel size expressed in ``unit`` (unchanged when either unit is unknown)."""
         return {a: convert(v, self.unit, unit) for a, v in self.pixel_size.items()}
-
-
-def of_source(source: ImageSource, channels: Sequence[int] | None = None) -> ImageMetadata:
-    """The metadata of one image; ``channels`` picks the channel names of the channels used."""
-    names = tuple(source.channel_names)
-    if channels is not None and names:
-        names = tuple(names[c] for c in channels) if all(0 <= c < len(names) for c in channels) else ()
-    sizes = dict(source.pixel_size) if source.unit is not None else {}
-    return ImageMetadata(sizes, source.unit if sizes else None, names)
 
 
 def agree(a: Mapping[str, float], b: Mapping[str, float], axes: str = "zyx") -> bool:
