@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import subprocess
@@ -40,6 +41,23 @@ TINY = [
 def config_names(group: str) -> list[str]:
     """Every choice of a config group: files added later are tested automatically."""
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
+
+
+@pytest.fixture(autouse=True)
+def _no_log_handlers_on_closed_streams() -> Iterator[None]:
+    """An entry point run in-process (``main()``) lets Hydra configure logging with a console handler on
+    the test's captured stdout, which pytest closes after the test: drop such handlers, so that a later
+    test's log records do not meet a closed stream (whatever order the tests run in)."""
+    yield
+    loggers = [
+        logging.getLogger(),
+        *(v for v in logging.Logger.manager.loggerDict.values() if isinstance(v, logging.Logger)),
+    ]
+    for logger in loggers:
+        for handler in list(logger.handlers):
+            stream = getattr(handler, "stream", None)
+            if isinstance(handler, logging.StreamHandler) and getattr(stream, "closed", False):
+                logger.removeHandler(handler)
 
 
 @pytest.fixture(scope="session")
