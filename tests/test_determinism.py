@@ -4,6 +4,7 @@ workers, different from epoch to epoch, and any part of an epoch can be drawn ag
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def _epoch(store: Path, workers: int, epoch: int, start: int = 0) -> list[torch.Tensor]:
+def _epoch(store: Path, workers: int, epoch: int, start: int = 0, **options: Any) -> list[Any]:
     data = ZarrDataModule(
         str(store),
         patch_size=16,
@@ -37,6 +38,7 @@ def _epoch(store: Path, workers: int, epoch: int, start: int = 0) -> list[torch.
         foreground_fraction=0.3,
         percentile_jitter=[[0.5, 2.0], [99.0, 99.9]],
         cache_statistics=False,
+        **options,
     )
     data.setup("fit")
     loader = data.train_dataloader()
@@ -61,6 +63,19 @@ def test_each_epoch_draws_new_patches_and_a_part_of_one_can_be_drawn_again(store
     rest = _epoch(store, 0, epoch=1, start=4)  # two batches of the epoch already used
     assert len(rest) == 2
     assert all(torch.equal(a, b) for a, b in zip(second[2:], rest, strict=True))
+
+
+def test_a_training_pool_repeats_the_same_patches_and_noise_seeds_every_epoch(store: Path) -> None:
+    first, second = (_epoch(store, 0, epoch=e, train_pool=3) for e in (0, 1))
+    patches = torch.cat([b[0] for b in first + second])
+    seeds = torch.cat([b[1] for b in first + second])
+    assert len(patches) == 16 and len(set(seeds.tolist())) == 3  # 16 samples, 3 distinct ones
+    for seed in set(seeds.tolist()):
+        same = patches[seeds == seed]
+        assert all(torch.equal(same[0], p) for p in same)  # one patch per seed, always the same
+    assert torch.equal(torch.cat([b[1] for b in _epoch(store, 2, epoch=0, train_pool=3)]), seeds[:8])
+    with pytest.raises(ValueError, match="data.train_pool must be null or >= 1"):
+        _epoch(store, 0, epoch=0, train_pool=0)
 
 
 def test_epoch_sampler_skips_only_once() -> None:

@@ -78,7 +78,7 @@ def foreground_fraction(block: np.ndarray, threshold: float) -> float:
     return float(np.mean(smooth.max(axis=0) > threshold))
 
 
-class PatchDataset(Dataset[torch.Tensor]):
+class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
     """Random (or fixed) normalised patches ``(C, *patch)`` float32 from a list of ``PatchSource``.
 
     Every patch is a pure function of its index, whatever process draws it. With ``fixed=True`` patch
@@ -96,6 +96,10 @@ class PatchDataset(Dataset[torch.Tensor]):
     ``augment``: ``True`` flips every spatial axis and rotates Y/X by a multiple of 90° (square patches) at
     random; an ``Augmenter`` (``psr.data.augment``) applies its albumentations transforms instead, seeded
     from the patch's own random stream.
+
+    ``pool`` (training only) makes a fixed training set, CSBDeep's workflow: index ``j`` stands for sample
+    ``j % pool`` drawn from ``(seed, sample)`` alone, the same patch in every epoch, and each item is
+    ``(patch, noise_seed)`` so that the module degrades it the same way every time (``pool_noise_seed``).
     """
 
     def __init__(
@@ -112,7 +116,11 @@ class PatchDataset(Dataset[torch.Tensor]):
         foreground_threshold: float = 0.2,
         max_tries: int = 10,
         percentile_jitter: tuple[tuple[float, float], tuple[float, float]] | None = None,
+        pool: int | None = None,
     ) -> None:
+        if pool is not None and (fixed or int(pool) < 1):
+            raise ValueError(f"a training pool needs random patches and at least 1 sample, got pool={pool}")
+        self.pool = None if pool is None else int(pool)
         self.sources = list(sources)
         self.patch = tuple(patch)
         self.n_samples = int(n_samples)
@@ -168,12 +176,19 @@ class PatchDataset(Dataset[torch.Tensor]):
     def _normalise(self, block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         return apply_range(block, low, high, dtype=np.float32)  # float32 patches stay float32 throughout
 
-    def __getitem__(self, i: int) -> torch.Tensor:
+    def __getitem__(self, i: int) -> torch.Tensor | tuple[torch.Tensor, int]:
         if self.fixed:
             rng = np.random.default_rng([self.seed, i])
+        elif self.pool is not None:
+            sample = int(i) % self.pool
+            patch = self._patch(np.random.default_rng([self.seed, 0, sample]))
+            return patch, pool_noise_seed(self.seed, sample)
         else:
             epoch, index = divmod(int(i), self.n_samples)  # EpochSampler's indices carry the epoch
             rng = np.random.default_rng([self.seed, epoch, index])
+        return self._patch(rng)
+
+    def _patch(self, rng: np.random.Generator) -> torch.Tensor:
         k, raw = self._draw(rng)
         if self.foreground_fraction > 0:
             src = self.sources[k]
@@ -207,6 +222,12 @@ class PatchDataset(Dataset[torch.Tensor]):
             if self.patch[-1] == self.patch[-2]:
                 block = np.rot90(block, int(rng.integers(4)), axes=(-2, -1))
         return torch.from_numpy(np.ascontiguousarray(block))
+
+
+def pool_noise_seed(seed: int, sample: int) -> int:
+    """The seed of the degradation of sample ``sample`` of a fixed training pool: one noisy copy of each
+    patch for the whole run."""
+    return int(np.random.default_rng([seed, 1, sample]).integers(2**62))
 
 
 class EpochSampler(Sampler[int]):

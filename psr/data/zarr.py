@@ -107,6 +107,8 @@ class ZarrDataModule(L.LightningDataModule):
             ``max_tries`` draws the best candidate is kept.
         percentile_jitter: ``[[lo_min, lo_max], [hi_min, hi_max]]``: training patches are normalised
             with percentiles drawn from these ranges (``None``: always ``percentiles``).
+        train_pool: a fixed training set of this many patches, drawn once and each degraded the same
+            way every epoch (CSBDeep's one noisy copy); ``None``: fresh patches and degradations always.
         storage_options: passed to fsspec for URLs (e.g. ``{"anon": True}`` for a public s3 bucket).
         cache_statistics: store each image's percentile table in its attributes and reuse it.
     """
@@ -136,6 +138,7 @@ class ZarrDataModule(L.LightningDataModule):
         foreground_threshold: float = 0.2,
         max_tries: int = 10,
         percentile_jitter: Sequence[Sequence[float]] | None = None,
+        train_pool: int | None = None,
         storage_options: Mapping[str, Any] | None = None,
         cache_statistics: bool = True,
         manifest: str | Mapping[str, Any] | None = None,
@@ -180,6 +183,8 @@ class ZarrDataModule(L.LightningDataModule):
             raise ValueError(f"data.foreground_fraction must be in [0, 1], got {foreground_fraction}")
         if max_tries < 1:
             raise ValueError(f"data.max_tries must be >= 1, got {max_tries}")
+        if train_pool is not None and int(train_pool) < 1:
+            raise ValueError(f"data.train_pool must be null or >= 1 patches, got {train_pool}")
         self.path = path
         self.manifest = manifest
         self.ingest = dict(ingest or {})
@@ -213,6 +218,7 @@ class ZarrDataModule(L.LightningDataModule):
         self.foreground_threshold = float(foreground_threshold)
         self.max_tries = int(max_tries)
         self.percentile_jitter = jitter_ranges(percentile_jitter)
+        self.train_pool = None if train_pool is None else int(train_pool)
         self.storage_options = dict(storage_options) if storage_options else None
         self.cache_statistics = cache_statistics
         self.refs: list[ImageRef] = []  # every image found, including those no split uses
@@ -451,6 +457,7 @@ class ZarrDataModule(L.LightningDataModule):
             seed=self.seed,
             augment=self.augment,
             percentile_jitter=self.percentile_jitter,
+            pool=self.train_pool,
             **self._sampling(),
         )
         # Each patch is drawn from (seed, epoch, index) alone: the same with any number of workers.

@@ -22,7 +22,7 @@ from psr.metrics.restoration_metric import RestorationScores, image_scores, plan
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
-Batch = torch.Tensor | dict[str, torch.Tensor]
+Batch = torch.Tensor | dict[str, torch.Tensor] | list[torch.Tensor]
 
 
 VAL_SEED_STRIDE = 100_003
@@ -69,7 +69,9 @@ class RestorationModule(L.LightningModule):
     Batches from the datamodule are clean targets ``(B, C, Y, X)``; ``on_after_batch_transfer``
     degrades them on the device into ``{"input", "target"}``. A batch that already is such a dict (real
     pairs) is used as it is. Training draws degradation parameters from a generator seeded once per
-    fit; validation re-seeds per batch from ``val_seed`` so validation pairs are identical every epoch.
+    fit; validation re-seeds per batch from ``val_seed`` so validation pairs are identical every epoch. A
+    fixed training pool (``data.train_pool``) yields ``[clean, noise_seeds]``: each patch is degraded from
+    its own seed, one fixed noisy copy per patch.
 
     Validation logs ``val/psnr`` and ``val/ssim`` of the prediction and ``val/baseline_psnr`` and
     ``val/baseline_ssim`` of the interpolated input (``baseline_mode``), all per image with the target's
@@ -162,6 +164,13 @@ class RestorationModule(L.LightningModule):
             degraded = degraded.contiguous(memory_format=torch.channels_last)
         return {"input": degraded, "target": centre_channels(clean, self._out_channels(clean))}
 
+    def degrade_each(self, clean: torch.Tensor, seeds: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Degrade each patch from its own seed: the same noisy copy whenever the seed comes again."""
+        parts = [
+            self.degrade(clean[i : i + 1], self._generator(int(s))) for i, s in enumerate(seeds.tolist())
+        ]
+        return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
+
     def _out_channels(self, x: torch.Tensor) -> int:
         return int(getattr(self.net, "out_channels", x.shape[1]))
 
@@ -169,10 +178,14 @@ class RestorationModule(L.LightningModule):
         if isinstance(batch, dict):
             return batch
         if self.trainer is not None and self.trainer.training:
+            if isinstance(batch, (list, tuple)):
+                return self.degrade_each(batch[0], batch[1])
             if self._train_generator is None or self._train_generator.device != self.device:
                 self.on_fit_start()
             assert self._train_generator is not None
             return self.degrade(batch, self._train_generator)
+        if isinstance(batch, (list, tuple)):
+            raise TypeError("validation batches are clean patches or real pairs, not a training pool's")
         gen = self._generator(val_seed_for(self.val_seed, self._val_batches))
         self._val_batches += 1
         return self.degrade(batch, gen)

@@ -50,7 +50,10 @@ def preview(cfg: DictConfig, n_draws: int = 4, output: str | None = None, n_patc
     parts = build(cfg)
     crappifier, datamodule = parts["crappifier"], parts["datamodule"]
     loader = datamodule.val_dataloader() if datamodule.val_sources else datamodule.train_dataloader()
-    clean = next(iter(loader))[:n_patches].float()
+    batch = next(iter(loader))
+    if isinstance(batch, (list, tuple)):  # a training pool yields (patches, noise seeds)
+        batch = batch[0]
+    clean = batch[:n_patches].float()
     clean_show = _middle_plane(clean)
     n_patches = clean_show.shape[0]
     name = _choice(cfg, "crappifier")
