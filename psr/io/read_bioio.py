@@ -20,7 +20,7 @@ import numpy as np
 from psr.errors import DataError
 from psr.io.source import BlockReader, Source
 
-EXTRA = "pip install 'psr[formats]'"
+EXTRA = "pip install -e '.[formats]' in psr's checkout"
 
 
 class MissingReaderError(DataError):

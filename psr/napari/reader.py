@@ -98,6 +98,12 @@ def layer_data(ref: ImageRef) -> LayerData:
         windows = [ch.get("window") or {} for ch in channels[:n]] if len(channels) >= n else []
         if windows and all("start" in w and "end" in w and w["end"] > w["start"] for w in windows):
             kwargs["contrast_limits"] = [[float(w["start"]), float(w["end"])] for w in windows]
+    else:  # one channel without a c axis: its single omero entry still sets the display window
+        channels = _omero(attrs).get("channels") or []
+        if len(channels) == 1 and isinstance(channels[0], dict):
+            window = channels[0].get("window") or {}
+            if "start" in window and "end" in window and window["end"] > window["start"]:
+                kwargs["contrast_limits"] = [float(window["start"]), float(window["end"])]
     kwargs["scale"] = scale
     kwargs["metadata"] = metadata
     data: Any = levels if len(levels) > 1 else levels[0]

@@ -67,6 +67,17 @@ class RestoreWidget(Container):
         self.result: Restored | None = None
         self._stop = threading.Event()
         self.image.reset_choices()
+        # the layer picked follows the viewer's current layer (the one selected in the layer list)
+        viewer.layers.selection.events.active.connect(lambda _=None: self._follow_active())
+        self._follow_active()
+
+    def _follow_active(self) -> None:
+        from napari.layers import Image
+
+        active = self.viewer.layers.selection.active
+        if isinstance(active, Image) and active in self.viewer.layers:
+            self.image.reset_choices()
+            self.image.value = active
 
     def _image_layers(self, _widget: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Image

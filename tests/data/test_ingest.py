@@ -513,8 +513,20 @@ def test_option_parsing() -> None:
         IngestOptions(unit="furlong")
 
 
-def test_cli_bad_input_exits_2_without_store(tmp_path: Path) -> None:
-    (tmp_path / "broken.tif").write_bytes(b"not a tiff at all")
+@pytest.mark.parametrize(
+    ("pixels", "message"),
+    [
+        (None, ""),  # not a TIFF at all
+        (np.eye(32, dtype=bool), "pixel type bool is not supported (expected integer or float intensities"),
+        (np.eye(32, dtype=np.complex64), "pixel type complex64 is not supported"),
+    ],
+    ids=["corrupt", "bool", "complex"],
+)
+def test_cli_bad_input_exits_2_without_store(tmp_path: Path, pixels: np.ndarray | None, message: str) -> None:
+    if pixels is None:
+        (tmp_path / "broken.tif").write_bytes(b"not a tiff at all")
+    else:
+        tifffile.imwrite(tmp_path / "broken.tif", pixels)
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "ingest.py"), "broken.tif", "-o", "out.ome.zarr"],
         cwd=tmp_path,
@@ -525,6 +537,7 @@ def test_cli_bad_input_exits_2_without_store(tmp_path: Path) -> None:
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.tif" in lines[0]
+    assert message in lines[0]
     assert _no_leftovers(tmp_path) == []
 
 

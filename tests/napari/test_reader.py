@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+import zarr
 
 from psr.data.omezarr import write_ome_zarr_collection
 from psr.inference.predict import predict_file
@@ -51,6 +52,10 @@ def test_a_prediction_opens_at_its_finer_scale_with_its_provenance(
     assert level0.shape == (90, 122)
     assert kwargs["scale"] == [0.5, 0.5]  # no physical size: the input's pixel grid is the unit
     assert kwargs["metadata"]["psr"]["checkpoint"] == str(checkpoint)
+    # one channel, no c axis: the stored omero window is still the layer's contrast
+    attrs = dict(zarr.open_group(out, mode="r").attrs)
+    (channel,) = attrs.get("ome", attrs)["omero"]["channels"]
+    assert kwargs["contrast_limits"] == [channel["window"]["start"], channel["window"]["end"]]
 
 
 def test_other_paths_are_left_to_other_readers(tmp_path: Path, image: np.ndarray) -> None:

@@ -163,3 +163,15 @@ def test_in_a_viewer_window_the_widget_docks_and_restores(checkpoint: Path, imag
         assert window_viewer.layers["cells (psr ×2)"].data.shape == (90, 122)
     finally:
         window_viewer.close()
+
+
+def test_the_widget_picks_the_viewers_current_layer(viewer: Any) -> None:
+    first = viewer.add_image(np.zeros((8, 8), np.float32), name="first")
+    second = viewer.add_image(np.ones((8, 8), np.float32), name="second")
+    viewer.layers.selection.active = first
+    widget = RestoreWidget(viewer)
+    assert widget.image.value is first  # not simply the first or the newest layer: the selected one
+    viewer.layers.selection.active = second
+    assert widget.image.value is second
+    viewer.add_points(np.zeros((1, 2)))  # a non-image layer becoming current leaves the choice alone
+    assert widget.image.value is second

@@ -92,9 +92,10 @@ def _output_letters(img: Source, options: IngestOptions) -> list[str | None]:
 
 def plan_layout(img: Source, options: IngestOptions) -> Layout:
     """Check one source image against the options and decide its output layout (no pixel data read)."""
-    if img.dtype.kind not in "biuf":
+    if img.dtype.kind not in "iuf":  # bool is a mask (psr ingest --labels), complex is not an intensity
         raise IngestError(
-            f"{img.path}: pixel type {img.dtype} is not supported (expected integers or floats)"
+            f"{img.path}: pixel type {img.dtype} is not supported (expected integer or float intensities;"
+            " masks go in with --labels)"
         )
     if any(s == 0 for s in img.shape):
         raise IngestError(f"{img.path}: the image is empty (shape {img.shape}, expected no zero-size axis)")
@@ -122,8 +123,6 @@ def plan_layout(img: Source, options: IngestOptions) -> Layout:
             f"{img.path}: the image is {sizes['y']}x{sizes['x']} pixels (Y x X), smaller than --min-size {options.min_size}"
         )
     dtype = img.dtype.newbyteorder("=")
-    if channel == "mean" and dtype.kind == "b":
-        dtype = np.dtype("uint8")
     # physical sizes: the file's, converted to the requested unit, then the flags
     unit = unit_option(options.unit) or img.unit or "micrometer"
     pixel_size = {ax: convert(v, img.unit, unit) for ax, v in img.pixel_size.items() if ax in order}
