@@ -450,6 +450,30 @@ def test_training_refuses_bool_images(configure, tmp_path: Path) -> None:  # noq
         train(configure("data=zarr", f"data.path={store}", "data.patch_size=32", "data.num_workers=0"))
 
 
+def test_training_finds_a_nan_the_statistics_sample_skips(configure, tmp_path: Path, monkeypatch) -> None:  # noqa: ANN001
+    from psr.data import statistics
+    from psr.tasks.train import train
+
+    monkeypatch.setattr(statistics, "STATS_SUBSAMPLE", 64)  # every 8th pixel: (51, 67) is not sampled
+    store = tmp_path / "cells.zarr"
+    pixels = np.random.default_rng(0).random((128, 128)).astype(np.float32)
+    pixels[51, 67] = np.nan
+    zarr.create_array(str(store), shape=pixels.shape, dtype="float32", chunks=(64, 64))[...] = pixels
+    with pytest.raises(ConfigError, match=r"image \S+cells\.zarr holds 1 NaN/Inf values; expected finite"):
+        train(configure("data=zarr", f"data.path={store}", "data.patch_size=32", "data.num_workers=0"))
+
+
+def test_the_finite_check_reads_every_block() -> None:
+    from psr.data.statistics import _blocks
+
+    regions = _blocks((3, 100, 70), max_values=1000)
+    covered = np.zeros((3, 100, 70), dtype=int)
+    for region in regions:
+        assert covered[region].size <= 1000
+        covered[region] += 1
+    assert (covered == 1).all()  # every pixel read exactly once
+
+
 def test_export_suffix_must_match_the_format(configure) -> None:  # noqa: ANN001
     from psr.tasks.export import export
 

@@ -67,7 +67,36 @@ def _strided_sample(
             _finite_sample(ref, sample.reshape(n_channels, -1).astype(np.float64))  # names the image
         sample = smooth_planes(sample, smoothing)
     sample = sample.reshape(n_channels, -1)
-    return _finite_sample(ref, sample)
+    sample = _finite_sample(ref, sample)
+    if stride > 1:
+        check_finite_everywhere(ref, arr)  # the sample skipped pixels: a NaN there must not reach training
+    return sample
+
+
+def _blocks(shape: tuple[int, ...], max_values: int) -> list[tuple[slice, ...]]:
+    """Regions tiling ``shape``, each at most ``max_values`` elements (the largest axis halved until so)."""
+    block = list(shape)
+    while int(np.prod(block)) > max_values and max(block) > 1:
+        i = int(np.argmax(block))
+        block[i] = (block[i] + 1) // 2
+    grids = [range(0, n, b) for n, b in zip(shape, block, strict=True)]
+    regions: list[tuple[slice, ...]] = []
+    for starts in np.ndindex(*(len(g) for g in grids)):
+        regions.append(tuple(slice(g[k], g[k] + b) for g, k, b in zip(grids, starts, block, strict=True)))
+    return regions
+
+
+def check_finite_everywhere(ref: ImageRef, arr: Any, max_values: int = STATS_SUBSAMPLE) -> None:
+    """Read a float image block by block (memory bounded by ``max_values``) and raise ``ValueError``
+    naming it when any value is NaN or Inf. Integer images cannot hold either and are not read. Runs when
+    an image's statistics are computed, so a store whose statistics are cached is read once."""
+    if np.dtype(ref.dtype).kind not in "fc":
+        return
+    bad = sum(int((~np.isfinite(np.asarray(arr[region]))).sum()) for region in _blocks(ref.shape, max_values))
+    if bad:
+        raise ValueError(
+            f"image {ref.name} holds {bad} NaN/Inf values; expected finite intensities everywhere"
+        )
 
 
 def _finite_sample(ref: ImageRef, sample: np.ndarray) -> np.ndarray:
