@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-export NO_ALBUMENTATIONS_UPDATE := 1
 
 .PHONY: train test lint typecheck clean-venv
 

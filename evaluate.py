@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from psr.tasks import entry  # noqa: E402  (also registers the run-folder resolvers)
+from psr.tasks import entry  # also registers the run-folder resolvers
 
 
 # The evaluation has its own config tree: its `data` group (crappified, pairs, ready-made real sets) is

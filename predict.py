@@ -5,14 +5,10 @@ image that appears in a folder, as it appears:
 
 from __future__ import annotations
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from psr.tasks import entry  # noqa: E402
+from psr.tasks import entry
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="predict")

@@ -6,15 +6,11 @@ Sweeps: ``python train.py -m experiment=degradation_ablation`` (a grid, each run
 
 from __future__ import annotations
 
-import os
+import hydra
+from omegaconf import DictConfig
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-
-from psr.tasks import entry  # noqa: E402
-from psr.tasks.crosseval import register_resolvers  # noqa: E402
+from psr.tasks import entry
+from psr.tasks.crosseval import register_resolvers
 
 # ${psr.grid:[a,b]} → "a,b": sweeps from lists (experiment=degradation_ablation); ${psr.uid:} and
 # ${psr.swept:...} name run folders. Needed before Hydra builds the sweeper, i.e. before main runs.

@@ -33,8 +33,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
 import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

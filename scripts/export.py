@@ -7,12 +7,8 @@ bioimageio.core's model test passed). Bad input: one ``error: ...`` line on stde
 
 from __future__ import annotations
 
-import os
-
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="export")

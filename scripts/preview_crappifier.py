@@ -8,13 +8,10 @@ draw, and intensity histograms of the clean and degraded patches.
 
 from __future__ import annotations
 
-import os
 import sys
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
-
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
+import hydra
+from omegaconf import DictConfig
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="preview")

@@ -20,19 +20,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+import numpy as np
+import yaml
+from omegaconf import OmegaConf
 
-import numpy as np  # noqa: E402
-import yaml  # noqa: E402
-from omegaconf import OmegaConf  # noqa: E402
-
-from psr.metrics.keys import (  # noqa: E402
+from psr.metrics.keys import (
     VAL_BASELINE_PSNR,
     VAL_BASELINE_SSIM,
     VAL_GAIN_DB,

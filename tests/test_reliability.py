@@ -33,7 +33,7 @@ from psr.tasks.checkpointing import AtomicCheckpointIO
 from psr.tasks.errors import ConfigError
 from tests.conftest import CONF, ROOT, TINY
 
-ENV = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1", "NO_ALBUMENTATIONS_UPDATE": "1"}
+ENV = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
 
 def _compose(run: Path, cache: Path, *overrides: str, config: str = "train") -> object:
