@@ -15,7 +15,8 @@ import pytest
 import torch
 import zarr
 
-os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # tests/data/test_augment.py imports albumentations itself
+# tests/data/test_augment.py imports albumentations itself, before psr.data.augment would set this
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 os.environ.setdefault("WANDB_SILENT", "true")
 
 # Tiny tensors: one intra-op thread avoids thread start-up and contention costs that dominate them.
