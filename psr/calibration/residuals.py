@@ -19,13 +19,14 @@ import yaml
 from psr.crappifiers.base import Crappifier
 from psr.data.normalise import normalise_percentile
 from psr.data.pairs import ChannelChoice, channel_header, list_images, match_pairs, read_planes
+from psr.errors import PsrError
 from psr.metrics.care import fit_affine
 
 N_QUANTILES = 512
 N_RINGS = 24
 
 
-class FitError(ValueError):
+class FitError(PsrError):
     """Bad input for a fit: one sentence naming the file or key, what was found and what was expected."""
 
 

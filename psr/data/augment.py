@@ -26,11 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from psr.errors import ConfigError
+
 # albumentations asks PyPI for a newer version at import (a 2 s timeout offline) unless this is set.
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
-class AugmentError(ValueError):
+class AugmentError(ConfigError):
     """A ``data.augment`` entry that is not an albumentations transform, or one that changes the shape."""
 
 

@@ -33,12 +33,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.pairs import ImageFile, PairError, list_images, read_planes
 from psr.data.patches import EpochSampler, LateStartLoader, samples_done
+from psr.errors import DataError
 
 MODES = ("semantic", "instance")
 VAL_SPLITS = ("images", "rows")
 
 
-class LabelError(ValueError):
+class LabelError(DataError):
     """A label mask that cannot train the configured model: shape, values or class count."""
 
 

@@ -26,8 +26,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
+from psr.errors import DataError
 
-class NormalisationError(ValueError):
+
+class NormalisationError(DataError):
     """An image that cannot be normalised: NaN/Inf values or no dynamic range."""
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from psr.errors import PsrError
 from psr.inference.checkpoint import LoadedModel, load_checkpoint
 
 #: Characters a model name may hold (bioimage.io's rule; also safe in a file name).
@@ -35,7 +36,7 @@ ATOL = 1e-4
 RTOL = 1e-5
 
 
-class ExportError(ValueError):
+class ExportError(PsrError):
     """An export that cannot be done or that does not reproduce the model: one sentence saying why."""
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from psr.errors import PsrError
 from psr.io.metadata import CHECKPOINT_KEY, ImageMetadata
 
 
-class CheckpointError(ValueError):
+class CheckpointError(PsrError):
     """A file that is not a readable psr checkpoint, or whose generator does not fit the model."""
 
 

@@ -41,10 +41,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from psr.errors import DataError
+
 LAPLACIAN = np.array([[0.0, -1.0, 0.0], [-1.0, 4.0, -1.0], [0.0, -1.0, 0.0]]) / math.sqrt(20.0)
 
 
-class NoiseEstimationError(ValueError):
+class NoiseEstimationError(DataError):
     """A frame from which no noise model can be estimated (too small, flat, too few usable levels)."""
 
 

@@ -12,6 +12,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from psr.errors import PsrError
 from psr.reporting.summary import NotARunSummary, RunSummary
 
 # Overrides that define a heatmap cell (or are averaged over); any other override that varies between
@@ -23,7 +24,7 @@ _BOOKKEEPING = ("ablation", "cross_eval", "hydra", "logger", "paths")
 _PANEL = re.compile(r"val_epoch(\d+)\.png$")
 
 
-class ReportError(ValueError):
+class ReportError(PsrError):
     """The folder cannot give a report (missing, or no readable run in it); one sentence naming it."""
 
 

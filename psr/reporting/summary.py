@@ -15,12 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psr.errors import PsrError
 from psr.metrics.keys import DEFAULT_MONITOR
 
 Scores = dict[str, float]
 
 
-class NotARunSummary(ValueError):
+class NotARunSummary(PsrError):
     """A well-formed summary of something else than a training run (an evaluation)."""
 
 

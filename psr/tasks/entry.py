@@ -2,7 +2,7 @@
 
 ``run_task(task, cfg)`` runs a task so that nothing is lost and nothing is silent:
 
-* bad input (``ConfigError``, one sentence already) and storage faults the user can fix
+* bad input (``PsrError`` and its subclasses, one sentence already) and storage faults the user can fix
   (a full disk, a folder without write permission) become one ``error: ...`` line on stderr and exit
   code 2, never a traceback;
 * SIGTERM (``kill``, SLURM preemption) is handled like Ctrl-C: the task's own clean-up runs, then one
@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
+from psr.errors import PsrError
 from psr.faults import interrupt_exit_code, interrupt_name, os_error_sentence, stop_on_sigterm
 
 T = TypeVar("T")
@@ -40,7 +41,7 @@ _BOOKKEEPING = {".hydra", LOCK_NAME}
 _RANK_VARIABLES = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
 
 
-class RunFolderBusy(ValueError):
+class RunFolderBusy(PsrError):
     """Another process holds the run folder's lock."""
 
 
@@ -207,11 +208,10 @@ def run_task(task: Callable[[Any], T], cfg: Any, *, expected: tuple[type[BaseExc
     """Run ``task(cfg)`` as an entry point: one ``error:`` line and a non-zero exit for the faults in
     this module's docstring, the run folder locked while it runs and removed after a failure that left
     nothing in it. ``expected`` are the exception types whose message is already one sentence for the
-    user, besides ``ConfigError`` (which tasks raise for bad input). An interrupt may carry ``kept``, a
-    sentence on what was saved (training: the ``last.ckpt`` to resume from)."""
-    from psr.tasks.errors import ConfigError
+    user, besides ``PsrError`` (every psr error is). An interrupt may carry ``kept``, a sentence on what
+    was saved (training: the ``last.ckpt`` to resume from)."""
 
-    expected = (ConfigError, *expected)
+    expected = (PsrError, *expected)  # every psr error is one sentence for the user
     folder = hydra_run_dir()
     locked = False
     try:
