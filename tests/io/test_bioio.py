@@ -109,7 +109,8 @@ def test_missing_plugin_names_the_package_and_the_extra(
         importlib.util, "find_spec", lambda name, *a: None if name == "bioio_czi" else real(name, *a)
     )
     with pytest.raises(
-        DataError, match=r"scan.czi: reading .czi files needs the bioio-czi package.*pip install -e .\.\[formats\]"
+        DataError,
+        match=r"scan.czi: reading .czi files needs the bioio-czi package.*pip install -e .\.\[formats\]",
     ):
         open_images(tmp_path / "scan.czi")
     with pytest.raises(IngestError, match=r"needs the bioio-czi package"):
