@@ -3,33 +3,36 @@ turns into one ``error:`` line and exit 2."""
 
 from __future__ import annotations
 
-import importlib
-import inspect
-import pkgutil
+import ast
+from pathlib import Path
 
 import pytest
 
 import psr
-from psr.errors import PsrError
 from psr.tasks.entry import run_task
 
+PSR = Path(psr.__file__).parent
 
-def _psr_value_errors() -> list[type[BaseException]]:
-    found: dict[str, type[BaseException]] = {}
-    for info in pkgutil.walk_packages(psr.__path__, "psr."):
-        if info.name.startswith(("psr.napari", "psr._app")):
-            continue  # the plugin needs napari; _app holds the entry-point links
-        module = importlib.import_module(info.name)
-        for name, obj in vars(module).items():
-            if inspect.isclass(obj) and issubclass(obj, ValueError) and obj.__module__ == info.name:
-                found[f"{info.name}.{name}"] = obj
-    return list(found.values())
+
+def _class_bases() -> dict[str, list[str]]:
+    """Every class psr defines, ``module.Class`` → the names of its bases, read from the source (importing
+    every module would load optional packages, and some of them crash beside a live Qt application)."""
+    classes: dict[str, list[str]] = {}
+    for path in sorted(PSR.rglob("*.py")):
+        module = ".".join(path.relative_to(PSR.parent).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef):
+                classes[f"{module}.{node.name}"] = [ast.unparse(base).split(".")[-1] for base in node.bases]
+    return classes
 
 
 def test_every_value_error_psr_defines_is_a_psr_error() -> None:
-    classes = _psr_value_errors()
-    assert len(classes) >= 12  # the walk found psr's error classes, not nothing
-    assert [c.__qualname__ for c in classes if not issubclass(c, PsrError)] == []
+    classes = _class_bases()
+    family = {"PsrError", "ConfigError", "DataError"}
+    members = [name for name, bases in classes.items() if family & set(bases)]
+    assert len(members) >= 12  # the walk found psr's error classes, not nothing
+    outside = [name for name, bases in classes.items() if "ValueError" in bases]
+    assert outside == ["psr.errors.PsrError"]  # the family's root; every other error derives from it
 
 
 def test_an_entry_point_turns_any_psr_error_into_one_line(capsys: pytest.CaptureFixture[str]) -> None:

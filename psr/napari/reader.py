@@ -60,6 +60,14 @@ def _omero(attrs: dict[str, Any]) -> dict[str, Any]:
     return omero if isinstance(omero, dict) else {}
 
 
+def _contrast_limits(channels: list[Any], n: int) -> list[list[float]] | None:
+    """The ``omero`` display windows of the first ``n`` channels, or None unless each has a valid one."""
+    windows = [ch.get("window") or {} for ch in channels[:n]] if len(channels) >= n else []
+    if windows and all("start" in w and "end" in w and w["end"] > w["start"] for w in windows):
+        return [[float(w["start"]), float(w["end"])] for w in windows]
+    return None
+
+
 def layer_data(ref: ImageRef) -> LayerData:
     """The layer of one image: its levels, scale (per axis but the channel axis), name, channels."""
     store_name = Path(ref.store).name
@@ -95,15 +103,14 @@ def layer_data(ref: ImageRef) -> LayerData:
         kwargs["name"] = [f"{name} {label or f'c{i}'}" for i, label in enumerate(labels or [""] * n)]
         if n == 1:
             kwargs["name"] = [name if not labels or not labels[0] else f"{name} {labels[0]}"]
-        windows = [ch.get("window") or {} for ch in channels[:n]] if len(channels) >= n else []
-        if windows and all("start" in w and "end" in w and w["end"] > w["start"] for w in windows):
-            kwargs["contrast_limits"] = [[float(w["start"]), float(w["end"])] for w in windows]
+        limits = _contrast_limits(channels, n)
+        if limits is not None:
+            kwargs["contrast_limits"] = limits
     else:  # one channel without a c axis: its single omero entry still sets the display window
         channels = _omero(attrs).get("channels") or []
-        if len(channels) == 1 and isinstance(channels[0], dict):
-            window = channels[0].get("window") or {}
-            if "start" in window and "end" in window and window["end"] > window["start"]:
-                kwargs["contrast_limits"] = [float(window["start"]), float(window["end"])]
+        limits = _contrast_limits(channels, 1) if len(channels) == 1 else None
+        if limits is not None:
+            kwargs["contrast_limits"] = limits[0]
     kwargs["scale"] = scale
     kwargs["metadata"] = metadata
     data: Any = levels if len(levels) > 1 else levels[0]

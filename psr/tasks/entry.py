@@ -210,7 +210,6 @@ def run_task(task: Callable[[Any], T], cfg: Any, *, expected: tuple[type[BaseExc
     nothing in it. ``expected`` are the exception types whose message is already one sentence for the
     user, besides ``PsrError`` (every psr error is). An interrupt may carry ``kept``, a sentence on what
     was saved (training: the ``last.ckpt`` to resume from)."""
-
     expected = (PsrError, *expected)  # every psr error is one sentence for the user
     folder = hydra_run_dir()
     locked = False
