@@ -7,6 +7,10 @@ flushed to the disk (``fsync``) and renamed over the target, and the folder's en
 crash or a power cut the target is the old file or the new one, never a truncated mix. On any failure (a
 full disk, Ctrl-C) the temporary file is removed and the target is left as it was; an ``OSError`` names
 the target.
+
+Outputs that are folders or are staged by their own writers (OME-Zarr stores, predictions, export
+packages) are moved into place by ``durable_replace``: every file and folder of the staged output is
+flushed to the disk before the rename, and the parent folder after it.
 """
 
 from __future__ import annotations
@@ -73,3 +77,28 @@ def write_atomic(path: str | os.PathLike[str], data: str | bytes | bytearray | m
         else:
             tmp.write_text(data, encoding="utf-8")
     return Path(path)
+
+
+def fsync_tree(path: str | os.PathLike[str]) -> None:
+    """Flush a file, or every file and folder under a folder (deepest first), to the disk."""
+    root = Path(path)
+    if root.is_symlink() or not root.exists():
+        return
+    if root.is_dir():
+        for folder, _, files in os.walk(root, topdown=False):
+            for name in files:
+                file = Path(folder) / name
+                if not file.is_symlink():
+                    _fsync(file)
+            _fsync(Path(folder))
+    else:
+        _fsync(root)
+
+
+def durable_replace(staged: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Move a finished ``staged`` file or folder to ``target`` (``os.replace``) so that after a crash or
+    a power cut ``target`` is complete or absent: ``staged`` is flushed to the disk first, the parent
+    folder's entry after the rename."""
+    fsync_tree(staged)
+    os.replace(staged, target)
+    _fsync(Path(target).absolute().parent)

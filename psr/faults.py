@@ -85,3 +85,17 @@ def os_error_sentence(err: BaseException) -> str | None:
     path = err.filename
     where = f" writing {Path(os.fsdecode(path)).absolute()}" if path else ""
     return f"{reason[:1].lower()}{reason[1:]}{where}; {_ADVICE[err.errno]}"
+
+
+def storage_fault(err: BaseException) -> OSError | None:
+    """The storage fault the user can fix (see ``os_error_sentence``) that caused ``err``, found in its
+    chain of causes (a library that wraps the ``OSError`` of a full disk in its own exception type), or
+    ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _ADVICE:
+            return current
+        current = current.__cause__ or current.__context__
+    return None

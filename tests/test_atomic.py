@@ -33,3 +33,44 @@ def test_a_failure_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
         raise RuntimeError("writer crashed")
     assert target.read_text() == "old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_durable_replace_flushes_every_file_and_folder_before_the_rename(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A staged OME-Zarr store or export: each chunk file and each folder reaches the disk before the
+    store gets its name, and the parent's entry after."""
+    import psr.atomic
+
+    staged = tmp_path / ".store.tmp"
+    (staged / "0" / "c").mkdir(parents=True)
+    for name in ("zarr.json", "0/zarr.json", "0/c/0", "0/c/1"):
+        (staged / name).write_text(name)
+    target = tmp_path / "store.zarr"
+    flushed: list[tuple[str, bool]] = []
+    real = psr.atomic._fsync
+    monkeypatch.setattr(
+        psr.atomic, "_fsync", lambda path: (flushed.append((str(path), target.exists())), real(path))
+    )
+    psr.atomic.durable_replace(staged, target)
+    before = {Path(p).relative_to(staged).as_posix() for p, moved in flushed if not moved}
+    assert before == {".", "0", "0/c", "zarr.json", "0/zarr.json", "0/c/0", "0/c/1"}
+    assert flushed[-1] == (str(tmp_path), True)  # the parent's entry, after the rename
+    assert (target / "0" / "c" / "1").read_text() == "0/c/1" and not staged.exists()
+
+
+def test_storage_fault_finds_a_full_disk_an_exporter_wrapped() -> None:
+    import errno
+
+    from psr.faults import storage_fault
+
+    full = OSError(errno.ENOSPC, "No space left on device")
+    try:
+        try:
+            raise full
+        except OSError as err:
+            raise RuntimeError("ONNX export of RCAN failed") from err
+    except RuntimeError as wrapped:
+        assert storage_fault(wrapped) is full
+    assert storage_fault(RuntimeError("shape mismatch")) is None
+    assert storage_fault(OSError(errno.EIO, "I/O error")) is None  # not one the user can fix by a path

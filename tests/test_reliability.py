@@ -142,7 +142,7 @@ def test_sigterm_during_training_saves_a_resumable_last_ckpt(
         (lambda p, t: torch.save({"state_dict": {}}, p), "holds weights but no training state"),
         (
             lambda p, t: torch.save({**t, "psr_config": None}, p),
-            "was not written by psr's train.py (it carries no psr_config)",
+            "was not written by psr's train.py or segment.py (it carries no psr_config)",
         ),
     ],
     ids=["random-bytes", "weights-only", "foreign-lightning"],
@@ -250,7 +250,8 @@ def test_run_folders_of_two_processes_differ() -> None:
 
 
 def test_a_locked_run_folder_is_refused_and_left_alone(configure, tmp_path: Path, capsys) -> None:  # noqa: ANN001
-    """Two trainings given one folder: the second stops with one line and touches nothing there."""
+    """Two trainings given one folder, the first in another process: the second stops with one line and
+    touches nothing there."""
     from psr.tasks.train import train
 
     run = tmp_path / "busy"
@@ -259,8 +260,17 @@ def test_a_locked_run_folder_is_refused_and_left_alone(configure, tmp_path: Path
     cfg = configure()
     with read_write(HydraConfig.get().runtime):
         HydraConfig.get().runtime.output_dir = str(run)  # the folder Hydra made for this job
-    with entry.run_lock(run), pytest.raises(SystemExit) as exit_:
-        entry.run_task(train, cfg)
+    hold = "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, str(run / ".lock")], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+        with pytest.raises(SystemExit) as exit_:
+            entry.run_task(train, cfg)  # a multirun job: run_task takes its folder's lock
+    finally:
+        holder.kill()
+        holder.wait()
     assert exit_.value.code == 2
     assert _errors(capsys.readouterr().err) == [
         f"error: run folder {run} is in use by another running psr process; wait for it to finish or pick"

@@ -13,6 +13,7 @@ from typing import Any, cast
 
 import numpy as np
 
+from psr.atomic import durable_replace
 from psr.data.labelled import LabelError, _check_integer, paired_masks, read_pair
 from psr.data.pairs import PairError
 
@@ -70,7 +71,7 @@ def write_labelled_store(
             ome: dict[str, Any] = dict(cast(Mapping[str, Any], writer.group.attrs.get("ome") or {}))
             ome["image-label"] = {"source": {"image": "../../"}}  # NGFF: the image two levels up
             writer.group.attrs["ome"] = ome
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
     except BaseException:
         import shutil
 

@@ -23,6 +23,8 @@ from typing import Any
 import numpy as np
 import zarr
 
+from psr.atomic import durable_replace
+
 AXES_ORDER = "tczyx"
 MANIFEST_VERSION = 1
 SPLITS = ("train", "val", "test")
@@ -424,7 +426,7 @@ def write_ome_zarr_collection(
         if attributes:
             root.attrs.update(attributes)
         try:
-            os.replace(tmp, path)
+            durable_replace(tmp, path)
         except OSError:
             if not path.exists():
                 raise

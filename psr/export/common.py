@@ -24,7 +24,9 @@ from typing import Any
 
 import torch
 
+from psr.atomic import durable_replace
 from psr.errors import PsrError
+from psr.faults import storage_fault
 from psr.inference.checkpoint import LoadedModel, load_checkpoint
 
 #: Characters a model name may hold (bioimage.io's rule; also safe in a file name).
@@ -233,7 +235,8 @@ def check_name(name: str, key: str = "name") -> str:
 def staged_output(output: str | Path, overwrite: bool, key: str = "output") -> Iterator[Path]:
     """Yield a temporary file beside ``output``; on success it is renamed to ``output``, on failure removed.
 
-    A reader never sees a half-written export under the final name.
+    A reader never sees a half-written export under the final name, and a full disk (also one an exporter
+    wrapped in its own exception type) is an ``OSError`` naming ``output``, not the temporary file.
     """
     path = check_output(output, overwrite, key)
     tmp = path.parent / f".{path.stem}.{secrets.token_hex(4)}.partial{path.suffix}"
@@ -245,7 +248,12 @@ def staged_output(output: str | Path, overwrite: bool, key: str = "output") -> I
         yield tmp
         if path.exists() and not overwrite:  # appeared while we worked
             raise ExportError(f"{key}={path} already exists; pass overwrite=true to replace it")
-        os.replace(tmp, path)
+        durable_replace(tmp, path)
+    except Exception as err:
+        fault = storage_fault(err)  # a full disk, also when an exporter wrapped it: name the output
+        if fault is None:
+            raise
+        raise OSError(fault.errno, fault.strerror or os.strerror(fault.errno or 0), str(path)) from err
     finally:
         tmp.unlink(missing_ok=True)
 

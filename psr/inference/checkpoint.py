@@ -149,13 +149,13 @@ def check_resumable(path: str | Path, run_config: dict[str, Any]) -> dict[str, A
     if "pytorch-lightning_version" not in ckpt or "loops" not in ckpt:
         raise CheckpointError(
             f"ckpt_path={path} holds weights but no training state; resume from a last.ckpt or best-*.ckpt"
-            " that train.py wrote"
+            " that train.py or segment.py wrote"
         )
     config = ckpt.get("psr_config")
     if not isinstance(config, dict) or "model" not in config:
         raise CheckpointError(
-            f"ckpt_path={path} was not written by psr's train.py (it carries no psr_config); resume from a"
-            " psr checkpoint, or start a new run without ckpt_path"
+            f"ckpt_path={path} was not written by psr's train.py or segment.py (it carries no"
+            " psr_config); resume from a psr checkpoint, or start a new run without ckpt_path"
         )
     theirs, ours = config.get("model") or {}, run_config.get("model") or {}
     if theirs.get("_target_") != ours.get("_target_"):

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import zarr
 
+from psr.atomic import durable_replace
 from psr.inference.errors import PredictionError
 from psr.inference.tiling import Region
 from psr.io.units import IMAGEJ_UNITS
@@ -303,7 +304,7 @@ class StagedOutput:
         if self.final.exists():
             os.replace(self.final, aside)
         try:
-            os.replace(self.path, self.final)
+            durable_replace(self.path, self.final)
         except OSError:
             if aside.exists():
                 os.replace(aside, self.final)

@@ -7,8 +7,10 @@
   code 2, never a traceback;
 * SIGTERM (``kill``, SLURM preemption) is handled like Ctrl-C: the task's own clean-up runs, then one
   ``error: ...`` line and exit code 143 (130 for Ctrl-C);
-* the run folder is locked while the task runs: a second process given the same folder stops with one
-  line instead of overwriting the first one's checkpoints and summary;
+* the run folder is locked from before Hydra writes its ``.hydra/`` copies of the config (the
+  ``RunFolderLock`` callback, ``conf/hydra/default.yaml``) until the task ends: a second process given
+  the same folder stops with one line instead of overwriting the first one's config, checkpoints and
+  summary;
 * a failed task leaves no run folder that holds nothing but Hydra's bookkeeping and a log.
 
 It also registers the resolvers the run-folder names use (``conf/hydra/default.yaml``):
@@ -28,6 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.experimental.callback import Callback
 from omegaconf import OmegaConf
 
 from psr.errors import PsrError
@@ -135,34 +138,86 @@ def is_secondary_rank() -> bool:
     return False
 
 
-@contextmanager
-def run_lock(folder: Path | None) -> Iterator[None]:
-    """Hold an exclusive lock on ``folder`` (``<folder>/.lock``, released when the process ends, even
-    on ``kill -9``); raise ``RunFolderBusy`` when another process holds it. Secondary ranks skip it."""
-    if folder is None or is_secondary_rank():
-        yield
-        return
+# The run folders this process holds locked, with the descriptor of each ``.lock``. A second flock on a
+# new descriptor of the same file would conflict with this process's own lock, so a folder locked early
+# (RunFolderLock, before Hydra writes .hydra/) is not locked again by run_task.
+_HELD: dict[Path, int] = {}
+
+
+def acquire_lock(folder: Path) -> bool:
+    """Lock ``folder`` (``<folder>/.lock``, exclusive, released when the process ends, even on
+    ``kill -9``). Returns ``False`` when this process holds it already or cannot lock (not POSIX, a
+    secondary rank); raises ``RunFolderBusy`` when another process holds it."""
+    folder = Path(os.path.abspath(folder))  # as Hydra spells runtime.output_dir
+    if folder in _HELD or is_secondary_rank():
+        return False
     try:
         import fcntl
     except ImportError:  # not POSIX: no lock
-        yield
-        return
+        return False
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError as err:
-            raise RunFolderBusy(
-                f"run folder {folder} is in use by another running psr process; wait for it to finish or"
-                " pick another folder (hydra.run.dir=...)"
-            ) from err
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError as err:
         os.close(fd)
+        raise RunFolderBusy(
+            f"run folder {folder} is in use by another running psr process; wait for it to finish or"
+            " pick another folder (hydra.run.dir=...)"
+        ) from err
+    _HELD[folder] = fd
+    return True
+
+
+def release_lock(folder: Path) -> None:
+    """Release this process's lock on ``folder`` (nothing when it holds none)."""
+    fd = _HELD.pop(Path(os.path.abspath(folder)), None)
+    if fd is None:
+        return
+    import fcntl
+
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
+@contextmanager
+def run_lock(folder: Path | None) -> Iterator[None]:
+    """Hold the lock on ``folder`` while the block runs (see ``acquire_lock``), then release it, also
+    when it was taken before the block (by ``RunFolderLock``); raise ``RunFolderBusy`` when another
+    process holds it. Secondary ranks and ``None`` skip it."""
+    if folder is None:
+        yield
+        return
+    acquire_lock(folder)
+    try:
+        yield
+    finally:
+        release_lock(folder)
+
+
+class RunFolderLock(Callback):
+    """Hydra callback (``hydra.callbacks``): lock a single run's folder before Hydra writes its
+    ``.hydra/`` copies of the config, so that a second process given the same ``hydra.run.dir`` stops
+    with one line before it overwrites anything of the first run. ``run_task`` keeps the lock until the
+    task ends. Multirun jobs are locked by ``run_task`` (their folders hold the job number and a
+    per-process suffix)."""
+
+    def on_run_start(self, config: Any, **kwargs: Any) -> None:
+        if OmegaConf.select(config, "hydra.output_subdir", default=None) is None:
+            return  # predict, export: no run folder
+        folder = OmegaConf.select(config, "hydra.run.dir", default=None)
+        if not folder:
+            return
+        try:
+            acquire_lock(Path(str(folder)))
+        except RunFolderBusy as err:
+            fail(str(err))  # the folder is the other process's: leave it alone
+
+    def on_run_end(self, config: Any, **kwargs: Any) -> None:
+        folder = OmegaConf.select(config, "hydra.run.dir", default=None)
+        if folder:
+            release_lock(Path(str(folder)))
 
 
 def holds_results(folder: Path) -> bool:

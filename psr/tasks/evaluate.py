@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from psr.atomic import write_atomic
+from psr.atomic import durable_replace, write_atomic
 from psr.data.pairs import PairError
 from psr.inference.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from psr.inference.forward import predict_tensor as predict_image  # the name tests and segment_eval use
@@ -252,7 +251,7 @@ def _run(
         final = output_dir / "figures"
         if final.exists():
             shutil.rmtree(final)
-        os.replace(figure_tmp, final)
+        durable_replace(figure_tmp, final)
     write_atomic(output_dir / "metrics.csv", csv_text(rows, columns))
     write_atomic(output_dir / "summary.json", json.dumps(finite(summary), indent=2) + "\n")
     print(summary_markdown(summary), flush=True)

@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import get_class, instantiate
+from hydra.utils import get_class
 from omegaconf import DictConfig, open_dict
 
 from psr.data.pairs import PairError
 from psr.metrics import keys
+from psr.tasks.checkpointing import RandomState, SaveOnInterrupt
 from psr.tasks.common import check_blank_patch
 from psr.tasks.common import choice as _choice
 from psr.tasks.common import instantiate_node as _instantiate
@@ -30,6 +31,7 @@ from psr.tasks.common import write_json as _write_json
 from psr.tasks.errors import ConfigError
 from psr.tasks.hardware import loader_settings, set_threads
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
+from psr.tasks.resumable import check_fits, check_resume, interruptible, trainer_extras
 from psr.tasks.run_summary import EpochLossHistory, trainer_fields
 
 log = logging.getLogger(__name__)
@@ -95,15 +97,24 @@ def build(cfg: DictConfig) -> dict[str, Any]:
 
 
 def segment(cfg: DictConfig) -> dict[str, Any]:
-    """Train a segmentation model as ``cfg`` says; return the run summary (also ``summary.json``)."""
+    """Train a segmentation model as ``cfg`` says; return the run summary (also ``summary.json``).
+
+    As training does (``psr.tasks.resumable``): checkpoints are written atomically, Ctrl-C or SIGTERM
+    saves a ``last.ckpt`` that ``ckpt_path=`` resumes, and a checkpoint of another model, module or
+    channel count is refused in one sentence before Lightning reads it.
+    """
     started = time.time()
     _quiet_duplicate_logs()
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path and not Path(str(ckpt_path)).is_file():
+        raise ConfigError(f"ckpt_path={ckpt_path} does not exist; expected a checkpoint file to resume from")
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     set_threads(cfg)
     parts = build(cfg)
     run_config = to_plain(cfg)
+    resume = check_resume(str(ckpt_path), run_config) if ckpt_path else None
     module = _instantiate(
         cfg.module,
         "module",
@@ -112,23 +123,38 @@ def segment(cfg: DictConfig) -> dict[str, Any]:
         panel_dir=str(output_dir / "panels"),
     )
     module.run_config = run_config
+    if resume is not None:
+        check_fits(resume, str(ckpt_path), run_config, module)
+        resume = None  # Lightning reads the file again
     failed = True
     try:
         loggers = build_loggers(cfg.get("logger"), output_dir, run_config)
-        losses = EpochLossHistory()
+        losses, interrupt = EpochLossHistory(), SaveOnInterrupt()
         callbacks = [
-            instantiate(node) for node in (cfg.get("callbacks") or {}).values() if node and "_target_" in node
+            _instantiate(node, f"callbacks.{key}")
+            for key, node in (cfg.get("callbacks") or {}).items()
+            if node and "_target_" in node
         ]
         trainer: L.Trainer = _instantiate(
-            cfg.trainer, "trainer", logger=loggers or False, callbacks=[*callbacks, losses]
+            cfg.trainer,
+            "trainer",
+            logger=loggers or False,
+            callbacks=[*callbacks, losses, interrupt, RandomState()],
+            **trainer_extras(cfg),
         )
-        trainer.fit(module, datamodule=parts["datamodule"])
+        with interruptible(interrupt):
+            trainer.fit(
+                module, datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
+            )
         summary = summarise(cfg, module, trainer, time.time() - started, losses.means)
         summary["val_images"] = parts["datamodule"].val_names
         summary["wandb"] = wandb_run_info(loggers)
         if trainer.is_global_zero:
             _write_json(output_dir / "summary.json", summary)
             print(result_line(summary), flush=True)
+            print(
+                f"psr: run folder {output_dir.absolute()} (summary.json, checkpoints/, train.log)", flush=True
+            )
         failed = False
         return summary
     finally:

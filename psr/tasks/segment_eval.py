@@ -29,7 +29,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from psr.atomic import write_atomic
+from psr.atomic import durable_replace, write_atomic
 from psr.data.pairs import PairError
 from psr.inference.checkpoint import CheckpointError, LoadedModel, load_checkpoint
 from psr.metrics.segmentation import Matching, confusion_matrix, iou_dice, match_instances
@@ -387,7 +386,7 @@ def evaluate_segmentation(cfg: DictConfig) -> dict[str, Any]:
     if figures.exists():
         final = output_dir / "figures"
         shutil.rmtree(final, ignore_errors=True)
-        os.replace(figures, final)
+        durable_replace(figures, final)
     columns = list(dict.fromkeys(key for row in rows for key in row))
     summary["wandb"] = _log_wandb(cfg, output_dir, rows, columns, summary)
     write_atomic(output_dir / "metrics.csv", csv_text(rows, columns))

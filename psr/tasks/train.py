@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +12,8 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
-from psr.faults import Terminated, default_sigterm
 from psr.tasks import crosseval
-from psr.tasks.checkpointing import AtomicCheckpointIO, RandomState, SaveOnInterrupt
+from psr.tasks.checkpointing import RandomState, SaveOnInterrupt
 from psr.tasks.common import (
     check_blank_patch,
     choice,
@@ -39,6 +35,7 @@ from psr.tasks.image_metadata import RecordImageMetadata
 from psr.tasks.loggers import build_loggers, finish_wandb, to_plain, wandb_run_info
 from psr.tasks.multirun import ddp_children_run_this_job, sweep_info, sweep_job
 from psr.tasks.progress import ModelLine
+from psr.tasks.resumable import check_fits, check_resume, interruptible, trainer_extras
 from psr.tasks.run_summary import EpochLossHistory, gain_line, summarise
 
 log = logging.getLogger(__name__)
@@ -171,7 +168,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if ckpt_path and not Path(str(ckpt_path)).is_file():
         raise ConfigError(f"ckpt_path={ckpt_path} does not exist; expected a checkpoint file to resume from")
     run_config = to_plain(cfg)
-    resume = _check_resume(str(ckpt_path), run_config) if ckpt_path else None
+    resume = check_resume(str(ckpt_path), run_config) if ckpt_path else None
     L.seed_everything(int(cfg.seed), workers=True, verbose=False)
     set_threads(cfg)
     parts = build(cfg)
@@ -187,7 +184,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Set after construction: passed through instantiate, the config's own _target_ nodes would be built.
     module.run_config = run_config
     if resume is not None:
-        _check_fits(resume, str(ckpt_path), run_config, module)
+        check_fits(resume, str(ckpt_path), run_config, module)
         resume = None  # Lightning reads the file again; do not hold its optimiser state twice
     sweep = sweep_info(cfg)
     failed = True
@@ -203,14 +200,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         callbacks += [losses, interrupt, RandomState(), RecordImageMetadata()]
         if cfg.trainer.get("enable_model_summary", True):
             callbacks.append(ModelLine())
-        # Atomic checkpoints, unless the trainer config brings its own plugins (then those decide).
-        extra: dict[str, Any] = {} if cfg.trainer.get("plugins") else {"plugins": [AtomicCheckpointIO()]}
-        if "enable_progress_bar" not in cfg.trainer:
-            extra["enable_progress_bar"] = sys.stdout.isatty()  # in a file, the bar is noise; see ProgressLog
         trainer: L.Trainer = instantiate_node(
-            cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, **extra
+            cfg.trainer, "trainer", logger=loggers or False, callbacks=callbacks, **trainer_extras(cfg)
         )
-        with ddp_children_run_this_job(trainer), _interruptible(interrupt):
+        with ddp_children_run_this_job(trainer), interruptible(interrupt):
             trainer.fit(
                 module, datamodule=parts["datamodule"], ckpt_path=str(ckpt_path) if ckpt_path else None
             )
@@ -239,43 +232,3 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         return summary
     finally:
         finish_wandb(failed)
-
-
-def _check_resume(ckpt_path: str, run_config: dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint to resume from is a psr training checkpoint of this run's model, scale and
-    channels (one sentence naming what differs, else); read before any data is."""
-    from psr.inference.checkpoint import CheckpointError, check_resumable
-
-    try:
-        return check_resumable(ckpt_path, run_config)
-    except CheckpointError as err:
-        raise ConfigError(str(err)) from err
-
-
-def _check_fits(ckpt: dict[str, Any], ckpt_path: str, run_config: dict[str, Any], module: Any) -> None:
-    """The checkpoint's tensors have this run's names and shapes (before Lightning loads them)."""
-    from psr.inference.checkpoint import CheckpointError, check_fits
-
-    try:
-        check_fits(ckpt, ckpt_path, run_config, {k: v.shape for k, v in module.state_dict().items()})
-    except CheckpointError as err:
-        raise ConfigError(str(err)) from err
-
-
-@contextmanager
-def _interruptible(interrupt: SaveOnInterrupt) -> Iterator[None]:
-    """Run ``fit`` with Lightning's SIGTERM handling (stop at the next batch boundary) instead of the
-    entry point's; turn the way Lightning ends on Ctrl-C or SIGTERM (``sys.exit(1)``, a
-    ``SIGTERMException``) into a ``KeyboardInterrupt`` that says which ``last.ckpt`` resumes the run."""
-    try:
-        with default_sigterm():
-            yield
-    except (SystemExit, KeyboardInterrupt) as err:
-        if interrupt.signal is None:
-            raise
-        stopped: KeyboardInterrupt = Terminated() if interrupt.signal == "SIGTERM" else KeyboardInterrupt()
-        if interrupt.saved is not None:
-            stopped.kept = (  # type: ignore[attr-defined]
-                f"saved {interrupt.saved} at step {interrupt.step}: resume with ckpt_path={interrupt.saved}"
-            )
-        raise stopped from err

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from psr.atomic import durable_replace
 from psr.data.ingest.manifest import Manifest
 from psr.data.ingest.options import IngestError, IngestOptions
 from psr.data.ingest.plan import IngestPlan, Layout, _prepare, plan, read_block
@@ -227,7 +228,7 @@ def _write_store(output: Path, the_plan: IngestPlan, levels: int, progress: bool
             trash = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
             os.replace(output, trash)
         try:
-            os.replace(tmp, output)
+            durable_replace(tmp, output)
         except OSError:
             if trash is not None:
                 os.replace(trash, output)  # the previous store is back; this write did not happen
