@@ -158,6 +158,111 @@ def test_a_busy_run_folder_is_refused_before_hydra_writes_into_it(
     assert sorted(p.name for p in holder.iterdir()) == [".lock"]  # not even .hydra/
 
 
+# --- bad input, each in its own process -------------------------------------------------------------
+
+
+def _corrupt_strips(path: Path) -> None:
+    pixels = (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16)
+    tifffile.imwrite(path, pixels, compression="zlib", rowsperstrip=16)
+    with tifffile.TiffFile(path) as tif:
+        offset, size = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
+    data = bytearray(path.read_bytes())
+    data[offset : offset + size] = bytes(size)  # the third strip: zeros, not a deflate stream
+    path.write_bytes(bytes(data))
+
+
+def _nan_outside_the_sample(path: Path) -> None:
+    """Five 1024² frames: the percentile sample takes every 2nd pixel (psr.inference.images), not (51, 67)."""
+    frames = np.random.default_rng(0).random((5, 1024, 1024), dtype=np.float32)
+    frames[0, 51, 67] = np.nan
+    tifffile.imwrite(path, frames, imagej=True, metadata={"axes": "TYX"})
+
+
+BAD_INPUTS = {
+    # case: (command, arguments ({image}, {ckpt}, {out} filled in), how the input is made, the error's words)
+    "nan-outside-the-sample": (
+        "predict.py",
+        ["ckpt={ckpt}", "input={image}", "output={out}.tif"],
+        _nan_outside_the_sample,
+        "has 1 NaN or infinite value(s) in the block read at plane [0], spatial index [51, 67]",
+    ),
+    "bool-pixels": (
+        "predict.py",
+        ["ckpt={ckpt}", "input={image}", "output={out}.tif"],
+        lambda path: tifffile.imwrite(path, np.eye(40, dtype=bool)),
+        "has bool pixels; expected intensities",
+    ),
+    "complex-pixels": (
+        "predict.py",
+        ["ckpt={ckpt}", "input={image}", "output={out}.tif"],
+        lambda path: tifffile.imwrite(path, np.eye(40, dtype=np.complex64)),
+        "has complex64 pixels; expected intensities",
+    ),
+    "bool-ingest": (
+        "scripts/ingest.py",
+        ["{image}", "-o", "{out}.ome.zarr", "-q"],
+        lambda path: tifffile.imwrite(path, np.eye(40, dtype=bool)),
+        "pixel type bool is not supported",
+    ),
+    "corrupt-strip": (
+        "predict.py",
+        ["ckpt={ckpt}", "input={image}", "output={out}.tif"],
+        _corrupt_strips,
+        "cannot be read (DeflateError",
+    ),
+    "foreign-resume": (
+        "train.py",
+        [*TINY, "ckpt_path={image}"],
+        lambda path: __import__("torch").save({"weights": [1.0]}, path),
+        "has no state_dict; expected a .ckpt written by psr's train.py",
+    ),
+    "other-scale-resume": (
+        "train.py",
+        [*TINY, "scale=2", "ckpt_path={ckpt}"],
+        None,
+        "was trained with scale=4 but this run has scale=2",
+    ),
+    "non-ascii-unquoted": (
+        "predict.py",
+        ["ckpt={ckpt}", "input={tmp}/µm scans/a.tif", "output={out}.tif"],
+        None,
+        "cannot parse the override",
+    ),
+    "onnx-named-zip": (
+        "scripts/export.py",
+        ["ckpt={ckpt}", "format=onnx", "output={out}.zip"],
+        None,
+        "ends in .zip but format=onnx writes a .onnx file",
+    ),
+    "missing-checkpoint": ("evaluate.py", ["ckpt={tmp}/missing.ckpt", "logger=none"], None, "missing.ckpt"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_exit_2_and_leaves_nothing(
+    run: dict, tmp_path: Path, cache_dir: Path, case: str
+) -> None:
+    script, template, make, words = BAD_INPUTS[case]
+    work = tmp_path / "work"
+    work.mkdir()
+    image = tmp_path / "input.tif"
+    if make is not None:
+        make(image)
+    (folder,) = run["folders"]
+    fill = {
+        "image": image,
+        "ckpt": folder / "checkpoints" / "last.ckpt",
+        "out": work / "result",
+        "tmp": tmp_path,
+    }
+    args = [a.format(**fill) for a in template]
+    result = _run([sys.executable, str(ROOT / script), *args], work, cache_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (error,) = _errors(result.stderr)
+    assert words in error and "Traceback" not in result.stderr
+    assert sorted(str(p.relative_to(work)) for p in work.rglob("*") if p.is_file()) == []
+
+
 # --- a full disk ------------------------------------------------------------------------------------
 
 
@@ -210,6 +315,26 @@ def test_a_full_disk_during_prediction_export_and_evaluation_is_one_line_and_lea
     assert "Traceback" not in result.stderr
     assert not [f for f in left["files"] if ".tmp" in f or "figures-" in f], left
     assert "evaluation/summary.json" not in left["files"]
+
+
+def test_a_full_disk_during_ingest_is_one_line_and_leaves_no_temporary_store(
+    tmp_path: Path, cache_dir: Path
+) -> None:
+    sources = tmp_path / "images"
+    sources.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(3):
+        tifffile.imwrite(sources / f"{i}.tif", (rng.random((256, 256)) * 4000).astype(np.uint16))
+    disk = tmp_path / "disk"
+    store = disk / "cells.ome.zarr"
+    argv = [sys.executable, str(ROOT / "scripts" / "ingest.py"), str(sources), "-o", str(store), "-q"]
+    result, left = _on_small_disk(disk, "128k", argv, tmp_path, cache_dir)
+    assert result.returncode == 2, result.stderr[-2000:]
+    (error,) = _errors(result.stderr)
+    assert error.startswith("error: no space left on device writing ") and error.endswith(
+        "no store was written"
+    )
+    assert "Traceback" not in result.stderr and left["files"] == []
 
 
 # --- SIGTERM ----------------------------------------------------------------------------------------
