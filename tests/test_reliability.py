@@ -32,6 +32,7 @@ from psr.tasks import entry
 from psr.tasks.checkpointing import AtomicCheckpointIO
 from psr.tasks.errors import ConfigError
 from tests.conftest import CONF, ROOT, TINY
+from tests.test_reliability_processes import LOCK, write_corrupt_strips
 
 ENV = {"WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
 
@@ -260,9 +261,8 @@ def test_a_locked_run_folder_is_refused_and_left_alone(configure, tmp_path: Path
     cfg = configure()
     with read_write(HydraConfig.get().runtime):
         HydraConfig.get().runtime.output_dir = str(run)  # the folder Hydra made for this job
-    hold = "import fcntl, os, sys, time\nfd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT)\nfcntl.flock(fd, fcntl.LOCK_EX)\nprint('locked', flush=True)\ntime.sleep(60)"
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, str(run / ".lock")], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", LOCK, str(run / ".lock")], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
@@ -511,13 +511,7 @@ def test_a_corrupt_compressed_strip_is_one_sentence(configure, trained: dict, tm
     from psr.tasks.predict import predict
 
     image = tmp_path / "strips.tif"
-    pixels = (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16)
-    tifffile.imwrite(image, pixels, compression="zlib", rowsperstrip=16)
-    with tifffile.TiffFile(image) as tif:
-        offset, size = tif.pages[0].dataoffsets[2], tif.pages[0].databytecounts[2]
-    data = bytearray(image.read_bytes())
-    data[offset : offset + size] = bytes(size)  # the third strip: zeros, not a deflate stream
-    image.write_bytes(bytes(data))
+    write_corrupt_strips(image)
     out = tmp_path / "o.tif"
     cfg = configure(f"ckpt={trained['last_checkpoint']}", f"input={image}", f"output={out}", config="predict")
     with pytest.raises(

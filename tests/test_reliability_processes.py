@@ -161,7 +161,8 @@ def test_a_busy_run_folder_is_refused_before_hydra_writes_into_it(
 # --- bad input, each in its own process -------------------------------------------------------------
 
 
-def _corrupt_strips(path: Path) -> None:
+def write_corrupt_strips(path: Path) -> None:
+    """A zlib-compressed TIFF whose third strip is zeros, not a deflate stream."""
     pixels = (np.random.default_rng(0).random((64, 64)) * 1000).astype(np.uint16)
     tifffile.imwrite(path, pixels, compression="zlib", rowsperstrip=16)
     with tifffile.TiffFile(path) as tif:
@@ -207,7 +208,7 @@ BAD_INPUTS = {
     "corrupt-strip": (
         "predict.py",
         ["ckpt={ckpt}", "input={image}", "output={out}.tif"],
-        _corrupt_strips,
+        write_corrupt_strips,
         "cannot be read (DeflateError",
     ),
     "foreign-resume": (
