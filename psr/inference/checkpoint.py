@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from psr.errors import PsrError
 from psr.io.metadata import CHECKPOINT_KEY, ImageMetadata
+from psr.models.protocol import Generator, check_generator
 
 
 class CheckpointError(PsrError):
@@ -34,21 +35,24 @@ class LoadedModel:
     path: Path
     image: ImageMetadata = field(default_factory=ImageMetadata)
 
+    def __post_init__(self) -> None:
+        check_generator(self.net, f"the model of {self.path}")  # scale, channels, dims: read below
+
     @property
     def scale(self) -> int:
-        return int(getattr(self.net, "scale", self.config.get("scale", 1)))
+        return int(cast(Generator, self.net).scale)
 
     @property
     def in_channels(self) -> int:
-        return int(getattr(self.net, "in_channels", 1))
+        return int(cast(Generator, self.net).in_channels)
 
     @property
     def out_channels(self) -> int:
-        return int(getattr(self.net, "out_channels", 1))
+        return int(cast(Generator, self.net).out_channels)
 
     @property
     def spatial_dims(self) -> int:
-        return int(getattr(self.net, "spatial_dims", 2))
+        return int(cast(Generator, self.net).spatial_dims)
 
     @property
     def input_image(self) -> ImageMetadata:

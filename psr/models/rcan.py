@@ -101,7 +101,8 @@ class RCAN(nn.Module):
     network predicts a correction to the bilinear upsampling of its input: of every channel when in and out
     channels match, of the centre frame for a multi-frame input (``in_channels=5, out_channels=1``, see
     ``psr.models.layers.skip_channels``). This speeds up training on noisy inputs without changing the
-    architecture's capacity.
+    architecture's capacity. ``dims`` (default: the class's ``spatial_dims``, 2 here, 3 for ``RCAN3D``)
+    picks 2D or 3D blocks.
     """
 
     spatial_dims: int = 2
@@ -117,9 +118,12 @@ class RCAN(nn.Module):
         reduction: int = 16,
         res_scale: float = 1.0,
         global_residual: bool = True,
+        dims: int | None = None,
     ) -> None:
         super().__init__()
         name = type(self).__name__
+        if dims is not None:  # the class's spatial_dims unless given (RCAN 2, RCAN3D 3)
+            self.spatial_dims = dims
         check_scale(scale, name)
         for key, value in (("n_feats", n_feats), ("n_groups", n_groups), ("n_blocks", n_blocks)):
             if value < 1:

@@ -32,8 +32,10 @@ class RCAN3D(RCAN):
         reduction: int = 8,
         res_scale: float = 1.0,
         global_residual: bool = True,
+        dims: int = 3,
     ) -> None:
         super().__init__(
+            dims=dims,
             in_channels=in_channels,
             out_channels=out_channels,
             scale=scale,

@@ -19,6 +19,7 @@ from psr.metrics import psnr
 from psr.metrics.care import fit_affine
 from psr.metrics.keys import BASELINE_PSNR, DEFAULT_MONITOR, GAIN_DB, PSNR, TEST, VAL, metric_key
 from psr.metrics.restoration_metric import RestorationScores, image_scores, plane_ssim
+from psr.models.protocol import check_generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -111,6 +112,7 @@ class RestorationModule(L.LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
+        self.out_channels = check_generator(net, "the module's net").out_channels
         self.net = net
         self.crappifier = crappifier
         self.loss_fn = loss
@@ -162,7 +164,7 @@ class RestorationModule(L.LightningModule):
             degraded = self.crappifier(clean.float(), generator)
         if degraded.dim() == 4 and self._use_channels_last():
             degraded = degraded.contiguous(memory_format=torch.channels_last)
-        return {"input": degraded, "target": centre_channels(clean, self._out_channels(clean))}
+        return {"input": degraded, "target": centre_channels(clean, self.out_channels)}
 
     def degrade_each(self, clean: torch.Tensor, seeds: torch.Tensor) -> dict[str, torch.Tensor]:
         """Degrade each patch from its own seed: the same noisy copy whenever the seed comes again."""
@@ -170,9 +172,6 @@ class RestorationModule(L.LightningModule):
             self.degrade(clean[i : i + 1], self._generator(int(s))) for i, s in enumerate(seeds.tolist())
         ]
         return {key: torch.cat([p[key] for p in parts]) for key in parts[0]}
-
-    def _out_channels(self, x: torch.Tensor) -> int:
-        return int(getattr(self.net, "out_channels", x.shape[1]))
 
     def on_after_batch_transfer(self, batch: Batch, dataloader_idx: int) -> Batch:
         if isinstance(batch, dict):

@@ -48,6 +48,7 @@ from psr.metrics.segmentation import (
     regions_of,
     three_class_targets,
 )
+from psr.models.protocol import check_generator
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -139,14 +140,16 @@ class SegmentationModule(L.LightningModule):
             )
         self.boundary_class = BOUNDARY if mode == "instance" else boundary_class
         expected = output_channels(mode, self.classes)
-        got = getattr(net, "out_channels", None)
-        if got is not None and int(got) != expected:
+        generator = check_generator(net, "the segmentation model")
+        if generator.out_channels != expected:
             raise ValueError(
-                f"the model outputs {got} channel(s) but {mode} segmentation of {self.classes} classes needs"
-                f" {expected}"
+                f"the model outputs {generator.out_channels} channel(s) but {mode} segmentation of"
+                f" {self.classes} classes needs {expected}"
             )
-        if getattr(net, "scale", 1) != 1:
-            raise ValueError(f"a segmentation model keeps the image size; the model has scale {net.scale}")
+        if generator.scale != 1:
+            raise ValueError(
+                f"a segmentation model keeps the image size; the model has scale {generator.scale}"
+            )
         if class_weights is not None and len(class_weights) != self.classes:
             raise ValueError(
                 f"module.class_weights has {len(class_weights)} values for {self.classes} classes"

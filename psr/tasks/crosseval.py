@@ -178,10 +178,11 @@ def score_degradations(
     (per image, the target's max − min as the data range) of the model and of the baseline, and ``n``.
     """
     from psr.metrics.restoration_metric import RestorationScores
+    from psr.models.protocol import check_generator
     from psr.modules.restoration import centre_channels, upsample_to, val_seed_for
 
     device = torch.device(device)
-    out_channels = getattr(net, "out_channels", None)
+    out_channels = check_generator(net, "the cross-evaluated model").out_channels
     results: dict[str, Scores] = {}
     was_training = net.training
     net.eval()
@@ -194,7 +195,7 @@ def score_degradations(
                 generator = torch.Generator(device=device).manual_seed(val_seed_for(val_seed, i))
                 with torch.no_grad():
                     low = crappifier(clean, generator).float()
-                    target = centre_channels(clean, int(out_channels or clean.shape[1]))
+                    target = centre_channels(clean, out_channels)
                     pred = net(low).float()
                     size = tuple(target.shape[2:])
                     baseline = upsample_to(centre_channels(low, target.shape[1]), size, baseline_mode)

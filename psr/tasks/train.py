@@ -12,6 +12,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
+from psr.models.protocol import check_generator
 from psr.tasks import crosseval
 from psr.tasks.checkpointing import RandomState, SaveOnInterrupt
 from psr.tasks.common import (
@@ -48,8 +49,8 @@ def build(cfg: DictConfig) -> dict[str, Any]:
     """
     scale = int(cfg.scale)
     crappifier = instantiate_node(cfg.crappifier, "crappifier")
-    net = instantiate_node(cfg.model, "model")
-    net_scale = int(getattr(net, "scale", 1))
+    net = check_generator(instantiate_node(cfg.model, "model"), f"model={choice(cfg, 'model')}")
+    net_scale = net.scale
     crap_scale = int(getattr(crappifier, "scale", 1))
     if net_scale != crap_scale:
         raise ConfigError(
@@ -69,7 +70,7 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"scale={scale} but crappifier={choice(cfg, 'crappifier')} downsamples by {crap_scale}: "
             "interpolate ${scale} in the crappifier config instead of a fixed factor"
         )
-    channels = int(getattr(net, "in_channels", 1))
+    channels = net.in_channels
     check_blank_patch(
         crappifier, f"crappifier={choice(cfg, 'crappifier')}", patch_shape(patch_sizes), channels, crap_scale
     )
@@ -97,11 +98,17 @@ def build(cfg: DictConfig) -> dict[str, Any]:
             f"cross_eval.crappifiers={list(test_crappifiers)} degrades clean validation patches, but data="
             f"{choice(cfg, 'data')} has none (real pairs, or data.val_fraction=0); set cross_eval.crappifiers=[]"
         )
-    in_channels = getattr(net, "in_channels", None)
-    if in_channels is not None and datamodule.in_channels != in_channels:
+    if datamodule.in_channels != net.in_channels:
         raise ConfigError(
-            f"the data has {datamodule.in_channels} channel(s) but model.in_channels={in_channels}: "
+            f"the data has {datamodule.in_channels} channel(s) but model.in_channels={net.in_channels}: "
             "set model.in_channels (and model.out_channels) to match, or pick data.channels"
+        )
+    data_dims = int(getattr(datamodule, "spatial_dims", 2))
+    if data_dims != net.spatial_dims:
+        raise ConfigError(
+            f"model={choice(cfg, 'model')} takes {net.spatial_dims}D inputs but data={choice(cfg, 'data')} gives"
+            f" {data_dims}D patches (data.spatial_dims={data_dims}); leave data.spatial_dims to follow the model"
+            " (model.dims), or pick a model of the data's dimensionality"
         )
     loss = instantiate_node(cfg.loss, "loss")
     resolve = getattr(loss, "resolve_weights", None)  # losses with pretrained weights (perceptual)

@@ -92,7 +92,7 @@ def test_baseline_scores_stand_for_the_baseline_images_and_bad_input_is_named() 
 
 
 class _TinyNet(nn.Module):
-    scale = 2
+    scale, spatial_dims = 2, 2
     in_channels = out_channels = 1
 
     def __init__(self) -> None:

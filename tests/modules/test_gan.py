@@ -20,7 +20,7 @@ from psr.tasks.train import train
 
 
 class TinyGenerator(nn.Module):
-    scale = 2
+    scale, spatial_dims = 2, 2
     in_channels = out_channels = 1
 
     def __init__(self) -> None:

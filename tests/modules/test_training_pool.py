@@ -12,11 +12,12 @@ from torch.utils.data import DataLoader
 
 from psr.crappifiers import Chain, GaussianNoise, PoissonNoise
 from psr.modules.restoration import RestorationModule
+from tests.nets import TinyGenerator
 
 
 def _parts() -> dict[str, Any]:
     return {
-        "net": nn.Conv2d(1, 1, 3, padding=1),
+        "net": TinyGenerator(),
         "crappifier": Chain([PoissonNoise(photons=(5.0, 50.0)), GaussianNoise(sigma=(0.01, 0.05))]),
         "loss": nn.L1Loss(),
         "optimizer": partial(torch.optim.SGD, lr=1e-3),

@@ -102,12 +102,10 @@ def test_the_pixel_size_and_unit_come_from_the_store(tmp_path: Path) -> None:
 def _module(tmp_path: Path, scale: int = 2):  # noqa: ANN202
     from psr.crappifiers import Downsample
     from psr.modules.restoration import RestorationModule
+    from tests.nets import TinyGenerator
 
-    net = torch.nn.Sequential(
-        torch.nn.Upsample(scale_factor=scale, mode="nearest"), torch.nn.Conv2d(1, 1, 3, padding=1)
-    )
     return RestorationModule(
-        net=net,
+        net=TinyGenerator(scale),
         crappifier=Downsample(factor=scale),
         loss=torch.nn.L1Loss(),
         optimizer=torch.optim.Adam,
@@ -156,10 +154,13 @@ def test_3d_multichannel_panels_show_the_middle_plane_of_channel_1(
 ) -> None:
     from psr.crappifiers import Downsample
     from psr.modules.restoration import RestorationModule
+    from tests.nets import TinyGenerator
 
-    net = torch.nn.Sequential(torch.nn.Upsample(scale_factor=(1, 2, 2)), torch.nn.Conv3d(2, 2, 3, padding=1))
     module = RestorationModule(
-        net=net, crappifier=Downsample(factor=2), loss=torch.nn.L1Loss(), optimizer=torch.optim.Adam
+        net=TinyGenerator(scale=2, channels=2, dims=3),
+        crappifier=Downsample(factor=2),
+        loss=torch.nn.L1Loss(),
+        optimizer=torch.optim.Adam,
     )
     drawn: dict = {}
     monkeypatch.setattr(panels, "validation_panel", lambda rows, **o: drawn.update(rows=rows, **o))

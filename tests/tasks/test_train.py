@@ -35,8 +35,7 @@ def data_for(compose_cfg, model: str, volume_store: Path) -> list[str]:  # noqa:
         return []
     return [
         "data=zarr",
-        f"data.path={volume_store}",
-        "data.spatial_dims=3",
+        f"data.path={volume_store}",  # 3D patches: data.spatial_dims follows model.dims
         "data.patch_size=[4,32,32]",
         "data.num_workers=0",
     ]
@@ -150,6 +149,10 @@ def _nan_store(tmp_path: Path) -> Path:
         (["data=zarr", "data.path=/no/such/store.zarr"], "data path '/no/such/store.zarr' does not exist"),
         (["crappifier.steps.1.photons=-5"], "photons must be > 0"),
         (["model.in_channels=3"], "the data has 1 channel"),
+        (
+            ["model.dims=3", "data.spatial_dims=2"],
+            "model=rcan takes 3D inputs but data=demo gives 2D patches",
+        ),
         (["ckpt_path=/no/such.ckpt"], "ckpt_path=/no/such.ckpt does not exist"),
     ],
 )
