@@ -49,8 +49,8 @@ import yaml
 from psr.atomic import write_atomic
 from psr.calibration.residuals import (
     Distance,
+    FitCrops,
     FitError,
-    PairCrops,
     PairSource,
     ResidualStats,
     crop_pair,
@@ -315,7 +315,7 @@ def check_params(tree: Tree, params: Sequence[ParamSpec], build: Build, source: 
 def fit(
     tree: Tree,
     params: Sequence[ParamSpec],
-    data: Sequence[PairCrops],
+    data: Sequence[FitCrops],
     build: Build,
     n_trials: int = 50,
     seed: int = 0,
@@ -412,7 +412,7 @@ __all__ = [
     "Distance",
     "FitError",
     "FitResult",
-    "PairCrops",
+    "FitCrops",
     "PairError",
     "PairSource",
     "ParamSpec",

@@ -118,7 +118,7 @@ class ResidualStats:
 
 
 @dataclass(frozen=True)
-class PairCrops:
+class FitCrops:
     """One pair, ready to fit: normalised high crops ``(K, 1, h, w)`` and the real residual's statistics."""
 
     name: str
@@ -195,7 +195,7 @@ def crop_pair(
     n_crops: int,
     seed: int,
     percentiles: tuple[float, float] = (1.0, 99.8),
-) -> PairCrops:
+) -> FitCrops:
     """Normalise ``high`` ``(Y, X)`` by its percentiles, take ``n_crops`` seeded square crops of edge
     ``min(crop, Y, X)`` at the same places in both images, and measure the real residual."""
     if low.shape != high.shape:
@@ -216,7 +216,7 @@ def crop_pair(
     real = residual_stats(residual(lows, highs))
     if not real.scale > 0:
         raise FitError(f"pair {name}: the low image is an affine copy of the high one; expected a noisy twin")
-    return PairCrops(name, highs.contiguous(), real)
+    return FitCrops(name, highs.contiguous(), real)
 
 
 def prepare(
@@ -225,7 +225,7 @@ def prepare(
     n_crops: int = 8,
     seed: int = 0,
     percentiles: tuple[float, float] = (1.0, 99.8),
-) -> list[PairCrops]:
+) -> list[FitCrops]:
     """:func:`crop_pair` for every pair (the crop positions seeded by ``seed`` and the pair's index)."""
     out = [
         crop_pair(name, low, high, crop, n_crops, seed * 100_003 + i, percentiles)
@@ -254,7 +254,7 @@ class Distance:
         return f"{self.total:.4f} (hist {self.hist:.4f} + spectrum {self.spectrum:.4f})"
 
 
-def distance(crappifier: Crappifier, data: Sequence[PairCrops], seed: int = 0) -> Distance:
+def distance(crappifier: Crappifier, data: Sequence[FitCrops], seed: int = 0) -> Distance:
     """Degrade each pair's high crops (one generator seeded with ``seed``) and compare the residuals.
 
     A non-finite degradation gives an infinite distance. Raises ``FitError`` when the crappifier changes

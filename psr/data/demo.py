@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from psr.data.omezarr import write_ome_zarr_collection
 from psr.data.phantoms import PhantomSpec, render_phantom
 from psr.data.zarr import ZarrDataModule
+from psr.io.omezarr import write_ome_zarr_collection
 
 DEMO_VERSION = 1
 DEMO_PIXEL_SIZE_UM = 0.065  # a 100x / 6.5 µm camera pixel: nominal, for viewers

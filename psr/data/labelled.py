@@ -86,7 +86,7 @@ def read_label(file: ImageFile) -> np.ndarray:
 def ngff_label(file: ImageFile, label_name: str | None = None) -> ImageFile:
     """The mask of an OME-Zarr image from its NGFF ``labels/`` group: the label image ``label_name`` (None:
     the first the group lists), full resolution. Raises ``PairError`` naming the image when it has none."""
-    from psr.data.omezarr import _refs_in, open_node
+    from psr.io.omezarr import _refs_in, open_node
 
     ref = file.ref
     if ref is None or not ref.image_path:

@@ -35,7 +35,7 @@ def write_labelled_store(
     """
     import zarr
 
-    from psr.data.omezarr import write_ome_zarr_collection
+    from psr.io.omezarr import write_ome_zarr_collection
     from psr.io.writer import OmeZarrWriter
 
     path = Path(path)

@@ -28,7 +28,7 @@ from psr.io.source import Source
 from psr.io.units import convert
 
 if TYPE_CHECKING:
-    from psr.data.omezarr import ImageRef
+    from psr.io.omezarr import ImageRef
 
 ChannelChoice = int | str | None
 
@@ -115,7 +115,7 @@ def _expand(spec: str, key: str) -> list[ImageFile]:
             f"{key}={spec} does not exist; expected an image file, a zarr store, a folder or a glob"
         )
     if _is_zarr(path):
-        from psr.data.omezarr import discover_images  # ome-zarr only when there is zarr input
+        from psr.io.omezarr import discover_images  # ome-zarr only when there is zarr input
 
         try:
             return [ImageFile(path, ref) for ref in discover_images(path)]

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.augment import Augmenter
 from psr.data.normalise import apply_range
-from psr.data.omezarr import ImageRef
 from psr.data.statistics import PercentileTable
+from psr.io.omezarr import ImageRef
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import numpy as np
 import zarr
 
 from psr.data.normalise import check_range, smooth_planes
-from psr.data.omezarr import ImageRef, local_path, open_node
+from psr.io.omezarr import ImageRef, local_path, open_node
 
 STATS_SUBSAMPLE = 1 << 22  # values read per image to estimate its percentiles
 STATS_VERSION = 1  # of the statistics record stored in an image's attributes ("psr" → "stats")

@@ -25,7 +25,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from psr.data.augment import make_augment
-from psr.data.omezarr import ImageRef, Manifest, ManifestImage, discover_images, read_manifest
 from psr.data.patches import (
     EpochSampler,
     LateStartLoader,
@@ -48,6 +47,7 @@ from psr.data.statistics import (
     percentile_table,
     save_statistics,
 )
+from psr.io.omezarr import ImageRef, ManifestImage, StoreManifest, discover_images, read_manifest
 
 __all__ = [
     "PERCENTILE_GRID",
@@ -222,7 +222,7 @@ class ZarrDataModule(L.LightningDataModule):
         self.storage_options = dict(storage_options) if storage_options else None
         self.cache_statistics = cache_statistics
         self.refs: list[ImageRef] = []  # every image found, including those no split uses
-        self.manifests: dict[str, Manifest | None] = {}  # per store root
+        self.manifests: dict[str, StoreManifest | None] = {}  # per store root
         self.train_sources: list[PatchSource] = []
         self.val_sources: list[PatchSource] = []
 

@@ -2,7 +2,7 @@
 
 ``open_input`` opens any format of ``psr.io``'s reader table (TIFF / OME-TIFF / ImageJ, PNG / JPEG, zarr and
 OME-Zarr, CZI / ND2 / LIF with the ``formats`` extra) and names its axes with the letters ``t c z y x``
-(``q`` for an axis the file does not name). ``plan_layout`` matches those axes to a model: the spatial axes
+(``q`` for an axis the file does not name). ``plan_model_axes`` matches those axes to a model: the spatial axes
 a tile spans (``y x`` for 2D models, ``z y x`` for 3D ones), the channels it reads, and the planes
 predicted one after the other (``t``, and ``z`` for a 2D model). Nothing reads more than a tile, except
 ``input_statistics``, which reads a strided subsample, as training does.
@@ -37,10 +37,10 @@ __all__ = [
     "PICTURE_SUFFIXES",
     "TIFF_SUFFIXES",
     "InputImage",
-    "Layout",
+    "ModelAxes",
     "open_input",
     "output_metadata",
-    "plan_layout",
+    "plan_model_axes",
 ]
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ def _check_axes(axes: str, image: InputImage) -> str:
 
 
 @dataclass(frozen=True)
-class Layout:
+class ModelAxes:
     """How a model reads an image: positions (in the image's axes) of its channel, plane and spatial axes.
 
     ``planes`` are predicted independently, one after the other (``t``; and ``z`` for a 2D model), in the
@@ -227,9 +227,9 @@ def _suggest_axes(axes: str, unknown: int, spatial_dims: int) -> str:
     return "".join(letters)
 
 
-def plan_layout(
+def plan_model_axes(
     image: InputImage, spatial_dims: int, in_channels: int, channel: int | Sequence[int] | None = None
-) -> Layout:
+) -> ModelAxes:
     """Match ``image``'s axes to a model with ``spatial_dims`` (2 or 3) and ``in_channels`` inputs.
 
     ``channel`` picks input channels (an index or a list) when the image has more than the model takes.
@@ -289,11 +289,11 @@ def plan_layout(
         )
     spatial = tuple(axes.index(a) for a in spatial_letters)
     planes = tuple(axes.index(a) for a in "tz" if a in axes and a not in spatial_letters)
-    return Layout(axes, shape, channel_axis, picked, planes, spatial, tuple(fixed))
+    return ModelAxes(axes, shape, channel_axis, picked, planes, spatial, tuple(fixed))
 
 
 def input_statistics(
-    image: InputImage, layout: Layout, percentiles: tuple[float, float], smoothing: float = 0.0
+    image: InputImage, layout: ModelAxes, percentiles: tuple[float, float], smoothing: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel low/high percentiles ``(C,)`` of the whole input from a strided subsample.
 
@@ -320,7 +320,7 @@ def _format_size(pixel: dict[str, float], unit: str | None) -> str:
     return ", ".join(f"{a}={pixel[a]:g}" for a in "zyx" if a in pixel) + f" {unit}"
 
 
-def output_metadata(image: InputImage, layout: Layout, model: LoadedModel) -> ImageMetadata:
+def output_metadata(image: InputImage, layout: ModelAxes, model: LoadedModel) -> ImageMetadata:
     """The physical pixel size, unit and channel names of ``image`` restored by ``model``.
 
     The pixel size is the input's own, divided by the scale in Y and X; an input without one takes the

@@ -12,7 +12,7 @@ import torch
 
 from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
-from psr.inference.images import InputImage, Layout, output_metadata
+from psr.inference.images import InputImage, ModelAxes, output_metadata
 from psr.inference.tiling import WINDOWS, per_axis
 from psr.inference.writers import OutputGeometry
 
@@ -120,7 +120,7 @@ def output_range(
     return None
 
 
-def output_geometry(image: InputImage, layout: Layout, model: LoadedModel) -> OutputGeometry:
+def output_geometry(image: InputImage, layout: ModelAxes, model: LoadedModel) -> OutputGeometry:
     """Output axes in NGFF order: the planes, channels (when the input has them or the model makes
     several), and the spatial axes enlarged by the scale in Y and X."""
     spatial = "yx" if model.spatial_dims == 2 else "zyx"

@@ -29,7 +29,7 @@ from torch import nn
 from psr.inference.checkpoint import LoadedModel
 from psr.inference.errors import PredictionError
 from psr.inference.forward import infer
-from psr.inference.images import Layout
+from psr.inference.images import ModelAxes
 from psr.inference.tiling import Region, WindowCache, accumulate, block_weights, scale_region, window_key
 from psr.inference.writers import OutputGeometry, Sink
 
@@ -287,7 +287,7 @@ def run_pipeline(
     net: nn.Module,
     model: LoadedModel,
     reader: Reader,
-    layout: Layout,
+    layout: ModelAxes,
     geometry: OutputGeometry,
     sink: Sink,
     setup: PlaneSetup,

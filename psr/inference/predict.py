@@ -39,7 +39,7 @@ import torch
 from psr.inference.checkpoint import LoadedModel, load_checkpoint
 from psr.inference.errors import PredictionError
 from psr.inference.forward import cudnn_benchmark, infer, prepare_net
-from psr.inference.images import InputImage, input_statistics, open_input, plan_layout
+from psr.inference.images import InputImage, input_statistics, open_input, plan_model_axes
 from psr.inference.options import (
     BATCH_AUTO,
     DEFAULT_MEMORY_BUDGET,
@@ -221,7 +221,7 @@ def predict_image(
     if out_path == source or source in out_path.parents:
         raise PredictionError(f"output {out_path} would overwrite the input {image.name}; pick another path")
     floating = _check_pixel_type(image)
-    layout = plan_layout(image, model.spatial_dims, model.in_channels, channel)
+    layout = plan_model_axes(image, model.spatial_dims, model.in_channels, channel)
     spatial_in = layout.spatial_shape
     factors = (model.scale,) * 2 if model.spatial_dims == 2 else (1, model.scale, model.scale)
     try:

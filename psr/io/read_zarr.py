@@ -1,6 +1,6 @@
 """zarr arrays and OME-Zarr images (NGFF 0.4 / 0.5), one ``Source`` per image of a store.
 
-The images of a store are listed by ``psr.data.omezarr.discover_images`` (the same listing training reads);
+The images of a store are listed by ``psr.io.omezarr.discover_images`` (the same listing training reads);
 each is read through its full-resolution zarr array. Units and channel names come from the multiscales and
 ``omero`` metadata; a scale of 1 without a unit is no physical size.
 """
@@ -9,18 +9,15 @@ from __future__ import annotations
 
 import contextlib
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
 import numpy as np
-import zarr
 
 from psr.errors import DataError
 from psr.io.metadata import ImageMetadata
+from psr.io.omezarr import ImageRef, discover_images, open_node
 from psr.io.source import BlockReader, Source
 from psr.io.units import normalise_unit
-
-if TYPE_CHECKING:
-    from psr.data.omezarr import ImageRef
 
 SUFFIXES = (".zarr",)
 
@@ -38,7 +35,7 @@ def _image_attrs(ref: ImageRef) -> dict[str, Any]:
         return {}
     parent = ref.array_path.rsplit("/", 1)[0] if "/" in ref.array_path else ""
     try:
-        attrs: dict[str, Any] = dict(zarr.open_group(ref.store, path=parent, mode="r").attrs)
+        attrs: dict[str, Any] = dict(open_node(ref.store, parent, ref.storage_options, kind="group").attrs)
     except Exception:  # noqa: BLE001 - metadata is optional
         return {}
     return cast(dict[str, Any], attrs.get("ome") or attrs)
@@ -67,7 +64,6 @@ def ref_metadata(ref: ImageRef) -> ImageMetadata:
 
 def read_zarr(path: Path, source: str) -> list[Source]:
     """The images of a zarr store: named after their groups (the store's stem for a single image)."""
-    from psr.data.omezarr import discover_images  # imports ome_zarr's stack: only when needed
 
     try:
         refs = discover_images(path)

@@ -34,8 +34,16 @@ _ALIASES = {
     "metre": "meter",
 }
 _NO_UNIT = {"", "pixel", "pixels", "px", "none"}
-# NGFF names -> the short spellings ImageJ writes
+# NGFF names -> the short spellings ImageJ writes, and the symbols figures show
 IMAGEJ_UNITS = {"micrometer": "um", "nanometer": "nm", "millimeter": "mm", "centimeter": "cm", "meter": "m"}
+SYMBOLS = {
+    "angstrom": "Å",
+    "nanometer": "nm",
+    "micrometer": "µm",
+    "millimeter": "mm",
+    "centimeter": "cm",
+    "meter": "m",
+}
 
 
 class UnitError(DataError):
@@ -67,3 +75,12 @@ def convert(value: float, unit: str | None, to: str | None) -> float:
     if unit is None or to is None or unit == to:
         return value
     return value * UNIT_METRES[unit] / UNIT_METRES[to]
+
+
+def symbol(unit: object) -> str | None:
+    """The symbol a figure shows for a length unit in any spelling (``"micrometer"``, ``"um"`` → ``"µm"``);
+    ``None`` for no unit, and an unknown name as it is."""
+    if unit is None:
+        return None
+    name = normalise_unit(unit, strict=False)
+    return SYMBOLS[name] if name else (str(unit).strip() or None)

@@ -1,7 +1,7 @@
 """napari reader for psr's zarr stores: ingest stores (several OME-Zarr images in one store) and
 predictions (one OME-Zarr image), without napari itself (layer data are plain tuples).
 
-Every image found under the path (``psr.data.omezarr.discover_images``: an OME-Zarr image, a group of
+Every image found under the path (``psr.io.omezarr.discover_images``: an OME-Zarr image, a group of
 them at any depth up to 3, or a bare zarr array) becomes one image layer, or one per channel: all its
 resolution levels (lazy zarr arrays, so large stores open at once), its physical pixel size as the
 layer scale, channel names and contrast limits from ``omero`` metadata where the store has them, and
@@ -16,7 +16,7 @@ from typing import Any
 
 import zarr
 
-from psr.data.omezarr import ImageRef, discover_images
+from psr.io.omezarr import ImageRef, discover_images
 
 __all__ = ["LayerData", "napari_get_reader", "read_zarr", "layer_data"]
 

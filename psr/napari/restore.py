@@ -28,7 +28,7 @@ from torch import nn
 
 from psr.inference.checkpoint import LoadedModel, load_checkpoint
 from psr.inference.errors import PredictionError
-from psr.inference.images import InputImage, plan_layout
+from psr.inference.images import InputImage, plan_model_axes
 from psr.inference.predict import predict_image, resolve_device
 from psr.inference.tiling import n_tiles
 from psr.io.source import Source
@@ -160,7 +160,7 @@ def restore_array(
         lambda: contextlib.nullcontext(array),
     )
     image = InputImage(source, axes=axes, name=name)
-    layout = plan_layout(image, model.spatial_dims, model.in_channels)
+    layout = plan_model_axes(image, model.spatial_dims, model.in_channels)
     planes = math.prod(layout.plane_shape)
     total = planes * n_tiles(layout.spatial_shape, tile, overlap) * (8 if tta else 1)
     done = 0

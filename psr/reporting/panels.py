@@ -19,20 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from psr.io.units import SYMBOLS, UNIT_METRES, normalise_unit, symbol
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-# NGFF unit names and the short forms a scale bar shows; lengths in metres for picking the bar's unit.
-_SHORT_UNITS = {
-    "nanometer": "nm",
-    "micrometer": "µm",
-    "millimeter": "mm",
-    "centimeter": "cm",
-    "meter": "m",
-    "angstrom": "Å",
-}
-_METRES = {"Å": 1e-10, "nm": 1e-9, "µm": 1e-6, "mm": 1e-3, "cm": 1e-2, "m": 1.0}
-_ALIASES = {"um": "µm", "μm": "µm", "micron": "µm", "microns": "µm", "A": "Å"}
 
 
 @dataclass(frozen=True)
@@ -54,14 +44,6 @@ class PanelRow:
     baseline_ssim: float
 
 
-def short_unit(unit: str | None) -> str | None:
-    """``"micrometer"`` → ``"µm"``; ``None`` or an unknown name stays as it is."""
-    if unit is None:
-        return None
-    unit = unit.strip()
-    return _SHORT_UNITS.get(unit.lower(), _ALIASES.get(unit, unit))
-
-
 def scale_bar_length(pixel_size: float, width_px: int, unit: str) -> tuple[float, str, float]:
     """A round scale bar for a tile ``width_px`` pixels wide: ``(length, unit, length in pixels)``.
 
@@ -70,14 +52,19 @@ def scale_bar_length(pixel_size: float, width_px: int, unit: str) -> tuple[float
     """
     if not (pixel_size > 0 and math.isfinite(pixel_size)) or width_px < 1:
         raise ValueError(f"pixel_size={pixel_size} and width_px={width_px}; expected positive numbers")
-    shown = short_unit(unit) or unit
+    name = normalise_unit(unit, strict=False)
+    shown = symbol(unit) or unit
     target = pixel_size * width_px / 5
-    if shown in _METRES:
-        metres = target * _METRES[shown]
-        fitting = [u for u, m in sorted(_METRES.items(), key=lambda kv: kv[1]) if u != "cm" and m <= metres]
-        better = fitting[-1] if fitting else "Å"
-        pixel_size *= _METRES[shown] / _METRES[better]
-        target, shown = metres / _METRES[better], better
+    if name is not None:
+        metres = target * UNIT_METRES[name]
+        fitting = [
+            u
+            for u, m in sorted(UNIT_METRES.items(), key=lambda kv: kv[1])
+            if u != "centimeter" and m <= metres
+        ]
+        better = fitting[-1] if fitting else "angstrom"
+        pixel_size *= UNIT_METRES[name] / UNIT_METRES[better]
+        target, shown = metres / UNIT_METRES[better], SYMBOLS[better]
     magnitude = 10 ** math.floor(math.log10(target))
     length = max(m * magnitude for m in (1, 2, 5) if m * magnitude <= target * (1 + 1e-9))
     return length, shown, length / pixel_size
@@ -221,16 +208,7 @@ def source_pixel_size(datamodule: Any) -> tuple[float, str] | None:
 
 
 def _store_unit(ref: Any) -> str | None:
-    """The unit of the first spatial axis in the OME-Zarr metadata of ``ref``'s image."""
-    from psr.data.omezarr import open_node
+    """The symbol of the unit of ``ref``'s image (its OME-Zarr axes), ``None`` when it records none."""
+    from psr.io.read_zarr import ref_metadata
 
-    try:
-        group = open_node(ref.store, ref.image_path, ref.storage_options, kind="group")
-        attrs = dict(group.attrs)
-    except Exception:  # noqa: BLE001 - a bare array or an unreadable store: no unit, no scale bar
-        return None
-    multiscales = (attrs.get("ome") or attrs).get("multiscales") or [{}]
-    for axis in multiscales[0].get("axes", []):
-        if isinstance(axis, dict) and axis.get("type") == "space" and axis.get("unit"):
-            return short_unit(str(axis["unit"]))
-    return None
+    return symbol(ref_metadata(ref).unit)

@@ -132,7 +132,7 @@ def _check_pixel_types(datamodule: Any) -> None:
     path = getattr(datamodule, "path", None)
     if not path:
         return
-    from psr.data.omezarr import discover_images
+    from psr.io.omezarr import discover_images
 
     for ref in discover_images(path, getattr(datamodule, "storage_options", None)):
         kind = np.dtype(ref.dtype).kind

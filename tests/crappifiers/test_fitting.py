@@ -19,8 +19,8 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from psr.calibration.fitting import (
+    FitCrops,
     FitError,
-    PairCrops,
     PairSource,
     ParamSpec,
     crop_pair,
@@ -77,7 +77,7 @@ def _noisy_pair(index: int, sigma: float, seed: int) -> tuple[np.ndarray, np.nda
 
 
 @pytest.fixture(scope="module")
-def gaussian_pairs() -> list[PairCrops]:
+def gaussian_pairs() -> list[FitCrops]:
     return [crop_pair(f"p{i}", *_noisy_pair(i, 0.05, seed=i), crop=128, n_crops=2, seed=i) for i in range(2)]
 
 
@@ -92,7 +92,7 @@ def test_stats_distance_is_zero_for_identical_and_scale_invariant_terms() -> Non
         assert spectrum == pytest.approx(abs(np.log(k)), rel=1e-3)
 
 
-def test_distance_small_for_matching_noise_and_grows_with_mismatch(gaussian_pairs: list[PairCrops]) -> None:
+def test_distance_small_for_matching_noise_and_grows_with_mismatch(gaussian_pairs: list[FitCrops]) -> None:
     def d(op: Crappifier) -> float:
         return distance(op, gaussian_pairs, seed=1).total
 
@@ -274,15 +274,8 @@ def test_real_w2s_pair_prefers_a_low_photon_budget() -> None:
     assert dim < 0.3 < bright
 
 
-def test_the_old_import_path_still_works_and_the_operators_package_reads_no_images() -> None:
-    import psr.calibration.fitting as new
-
-    with pytest.warns(DeprecationWarning, match="psr.calibration.fitting"):
-        from psr.crappifiers.fitting import fit as old_fit
-    assert old_fit is new.fit
-    with pytest.raises(ImportError):
-        from psr.crappifiers.fitting import no_such_name  # noqa: F401
-    # Importing the operators (and the deprecated module) loads none of psr.data's image readers.
-    code = "import sys, psr.crappifiers, psr.crappifiers.fitting; print('psr.data.pairs' in sys.modules)"
+def test_the_operators_package_reads_no_images() -> None:
+    # Importing the operators loads none of psr.data's image readers (the fitting lives in psr.calibration).
+    code = "import sys, psr.crappifiers; print('psr.data.pairs' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"

@@ -28,7 +28,7 @@ from psr.data.ingest import (
     plan_bands,
 )
 from psr.data.ingest import write as ingest_write
-from psr.data.omezarr import discover_images
+from psr.io.omezarr import discover_images
 from psr.io.source import ContiguousReader
 from tests.conftest import ROOT, SHARED_DATA
 

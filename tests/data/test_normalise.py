@@ -55,8 +55,8 @@ def test_a_raw_frame_is_normalised_like_its_clean_image_in_training(seed: int) -
 
 
 def test_training_statistics_are_the_smoothed_percentiles(tmp_path: Path) -> None:
-    from psr.data.omezarr import write_ome_zarr_collection
     from psr.data.zarr import ZarrDataModule
+    from psr.io.omezarr import write_ome_zarr_collection
 
     clean = render_phantom(4).astype(np.float32)[None]
     store = write_ome_zarr_collection(tmp_path / "c.ome.zarr", [clean, clean[:, ::-1].copy()], "cyx")
@@ -71,7 +71,7 @@ def test_training_statistics_are_the_smoothed_percentiles(tmp_path: Path) -> Non
 
 def test_every_inference_path_normalises_a_raw_frame_the_same_way(tmp_path: Path) -> None:
     from psr.data.paired import normalise_image
-    from psr.inference.images import input_statistics, open_input, plan_layout
+    from psr.inference.images import input_statistics, open_input, plan_model_axes
     from psr.tasks.eval_data import normalise_plane as _normalise
 
     _, raw = _clean_and_raw(3)
@@ -84,7 +84,7 @@ def test_every_inference_path_normalises_a_raw_frame_the_same_way(tmp_path: Path
     np.testing.assert_allclose(normalise_image(frame[None], (1.0, 99.8), "raw", 1.0)[0], expected, atol=1e-6)
     # prediction
     with open_input(tmp_path / "raw.tif") as image:
-        layout = plan_layout(image, 2, 1, None)
+        layout = plan_model_axes(image, 2, 1, None)
         low, high = input_statistics(image, layout, (1.0, 99.8), 1.0)
     np.testing.assert_allclose(apply_range(frame, low, high), expected, atol=1e-5)
 

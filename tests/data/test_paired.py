@@ -11,9 +11,9 @@ import torch
 from hydra.utils import instantiate
 
 from psr.data.normalise import normalise_frame
-from psr.data.omezarr import write_ome_zarr_collection
 from psr.data.paired import PairedDataModule
 from psr.data.pairs import PairError
+from psr.io.omezarr import write_ome_zarr_collection
 from psr.metrics import psnr
 
 

@@ -1,8 +1,8 @@
 import numpy as np
 
 from psr.data.demo import demo_store_path, ensure_demo_store
-from psr.data.omezarr import discover_images
 from psr.data.phantoms import PhantomSpec, render_phantom
+from psr.io.omezarr import discover_images
 
 
 def test_phantom_is_deterministic_per_seed_and_index() -> None:

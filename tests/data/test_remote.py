@@ -13,8 +13,8 @@ import pytest
 import torch
 import zarr
 
-from psr.data.omezarr import discover_images, write_ome_zarr_collection
 from psr.data.zarr import ZarrDataModule
+from psr.io.omezarr import discover_images, write_ome_zarr_collection
 
 # Consolidated metadata is what makes a remote collection listable; zarr warns it is not in the v3 spec yet.
 pytestmark = pytest.mark.filterwarnings("ignore:Consolidated metadata:UserWarning")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from psr.data.omezarr import write_ome_zarr_collection
 from psr.data.zarr import ZarrDataModule
+from psr.io.omezarr import write_ome_zarr_collection
 
 
 def _images(n: int, size: int = 64, seed: int = 0) -> list[np.ndarray]:

@@ -17,7 +17,7 @@ import zarr
 
 from psr.inference.errors import PredictionError
 from psr.inference.forward import infer
-from psr.inference.images import input_statistics, open_input, plan_layout
+from psr.inference.images import input_statistics, open_input, plan_model_axes
 from psr.inference.options import parse_bytes, resolve_batch_size
 from psr.inference.predict import predict_image
 from psr.inference.tiling import stitch, tile_grid
@@ -41,7 +41,7 @@ def sequential_reference(model, source: Path, tile: int, overlap: int) -> np.nda
     """The straightforward way: normalise, run every tile on its own, one after the other, and stitch
     each plane in memory (no threads, no batches, no accumulator)."""
     with open_input(source, "tyx") as image:
-        layout = plan_layout(image, 2, 1)
+        layout = plan_model_axes(image, 2, 1)
         low, high = input_statistics(image, layout, model.percentiles)
         planes = []
         for plane in layout.plane_indices():

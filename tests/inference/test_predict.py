@@ -10,13 +10,13 @@ import tifffile
 import torch
 import zarr
 
-from psr.data.omezarr import discover_images, write_ome_zarr_collection
 from psr.data.zarr import STATS_SUBSAMPLE, image_statistics
 from psr.inference import images
 from psr.inference.errors import PredictionError
 from psr.inference.forward import infer
 from psr.inference.images import open_input
 from psr.inference.predict import predict_image
+from psr.io.omezarr import discover_images, write_ome_zarr_collection
 from tests.inference.conftest import IsotropicNet, LocalNet, loaded
 
 

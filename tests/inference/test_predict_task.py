@@ -15,7 +15,7 @@ import zarr
 from ome_zarr.io import parse_url
 from ome_zarr.reader import Reader
 
-from psr.data.omezarr import write_ome_zarr_collection
+from psr.io.omezarr import write_ome_zarr_collection
 from psr.tasks.errors import ConfigError
 from psr.tasks.predict import predict
 from tests.conftest import ROOT

@@ -47,7 +47,7 @@ def _png(path: Path, data: np.ndarray) -> dict[str, object]:
 
 
 def _zarr(path: Path, data: np.ndarray) -> dict[str, object]:
-    from psr.data.omezarr import write_ome_zarr_collection
+    from psr.io.omezarr import write_ome_zarr_collection
 
     write_ome_zarr_collection(path, [data], "tzyx", names=["img"], pixel_size={"z": 2.0, "y": 0.5, "x": 0.5})
     return {"axes": "tzyx", "pixel_size": {"x": 0.5, "y": 0.5, "z": 2.0}, "unit": "micrometer"}

@@ -8,8 +8,8 @@ import numpy as np
 import tifffile
 import zarr
 
-from psr.data.omezarr import write_ome_zarr_collection
 from psr.inference.predict import predict_file
+from psr.io.omezarr import write_ome_zarr_collection
 from psr.napari.reader import napari_get_reader
 
 

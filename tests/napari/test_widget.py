@@ -26,7 +26,7 @@ except Exception as err:  # noqa: BLE001 - no napari, no Qt binding, or one that
 
 from napari.components import ViewerModel  # noqa: E402
 
-from psr.data.omezarr import write_ome_zarr_collection  # noqa: E402
+from psr.io.omezarr import write_ome_zarr_collection  # noqa: E402
 from psr.napari.widget import RestoreWidget  # noqa: E402
 
 

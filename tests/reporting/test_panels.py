@@ -82,7 +82,7 @@ def test_scale_bars_are_round_and_fit_the_tile(
 
 
 def test_the_pixel_size_and_unit_come_from_the_store(tmp_path: Path) -> None:
-    from psr.data.omezarr import discover_images, write_ome_zarr_collection
+    from psr.io.omezarr import discover_images, write_ome_zarr_collection
 
     images = [np.zeros((32, 32), np.uint8), np.ones((32, 32), np.uint8)]
     write_ome_zarr_collection(

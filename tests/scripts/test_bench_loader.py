@@ -81,7 +81,7 @@ def test_peak_tree_memory_counts_child_processes(tmp_path: Path) -> None:
 
 
 def test_write_store_reaches_target_and_is_readable(tmp_path: Path) -> None:
-    from psr.data.omezarr import discover_images
+    from psr.io.omezarr import discover_images
 
     frames = bench.noisy_frames(2, 64)
     target = 300 * 1024

@@ -13,7 +13,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from psr.data.omezarr import write_ome_zarr_collection
+from psr.io.omezarr import write_ome_zarr_collection
 from psr.tasks.errors import ConfigError
 from psr.tasks.train import train
 from tests.conftest import ROOT, config_names

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from psr.data.ingest.options import IngestError
-from psr.data.omezarr import SPLITS
 from psr.io.formats import format_names, is_image
+from psr.io.omezarr import SPLITS
 from psr.io.read_zarr import is_zarr
 
 INGEST_VERSION = 1

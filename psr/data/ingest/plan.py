@@ -13,8 +13,8 @@ import numpy as np
 
 from psr.data.ingest.manifest import Manifest, PairEntry, _collect, _Item, fingerprint, load_manifest
 from psr.data.ingest.options import OUTPUT_AXES, IngestError, IngestOptions, ingest_errors, unit_option
-from psr.data.omezarr import MANIFEST_VERSION
 from psr.io import Source, open_images
+from psr.io.omezarr import MANIFEST_VERSION
 from psr.io.units import convert
 from psr.io.writer import cast_to, default_chunks
 

@@ -323,14 +323,14 @@ class ManifestPair:
 
 
 @dataclass(frozen=True)
-class Manifest:
+class StoreManifest:
     """``{"psr": {"manifest": ...}}`` of a store's root group: image splits and real pairs."""
 
     images: dict[str, ManifestImage]
     pairs: tuple[ManifestPair, ...]
 
 
-def parse_manifest(attrs: Mapping[str, Any], store: str) -> Manifest | None:
+def parse_manifest(attrs: Mapping[str, Any], store: str) -> StoreManifest | None:
     """The manifest in root attributes ``attrs`` of ``store``, or ``None`` when there is none.
 
     Raises ``ValueError`` naming the store and key for a malformed manifest.
@@ -366,10 +366,10 @@ def parse_manifest(attrs: Mapping[str, Any], store: str) -> Manifest | None:
         if not isinstance(scale, int) or scale < 1:
             raise ValueError(f"{where}.pairs[{i}].scale is {scale!r}; expected a positive integer")
         pairs.append(ManifestPair(str(entry["low"]).strip("/"), str(entry["high"]).strip("/"), scale, split))
-    return Manifest(images, tuple(pairs))
+    return StoreManifest(images, tuple(pairs))
 
 
-def read_manifest(store: str, storage_options: Mapping[str, Any] | None = None) -> Manifest | None:
+def read_manifest(store: str, storage_options: Mapping[str, Any] | None = None) -> StoreManifest | None:
     """The manifest of the store rooted at ``store`` (a folder or URL), or ``None`` when it has none."""
     node = open_node(store, "", storage_options)
     return parse_manifest(dict(node.attrs), store)
