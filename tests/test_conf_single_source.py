@@ -64,7 +64,7 @@ def test_the_metric_keys_are_the_logged_names() -> None:
     assert keys.VAL_PSNR == "val/psnr" and keys.VAL_BASELINE_SSIM == "val/baseline_ssim"
     assert keys.metric_key(keys.TEST, keys.GAIN_DB) == "test/gain_db"
     # what validation accumulates (RestorationScores' states) is the key module's SCORES
-    assert set(RestorationScores.scores) | {keys.LOSS} == set(keys.SCORES)
+    assert set(RestorationScores().scores) | {keys.LOSS} == set(keys.SCORES)
     import inspect
 
     default = inspect.signature(RestorationModule).parameters["monitor"].default

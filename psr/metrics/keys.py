@@ -15,6 +15,11 @@ BASELINE_PSNR, BASELINE_SSIM, GAIN_DB = "baseline_psnr", "baseline_ssim", "gain_
 SCORES = (LOSS, PSNR, SSIM, BASELINE_PSNR, BASELINE_SSIM)  # what each validation step accumulates
 
 
+def baseline(score: str) -> str:
+    """The baseline's name for a score: ``baseline(PSNR) == BASELINE_PSNR``."""
+    return f"baseline_{score}"
+
+
 def metric_key(stage: str, score: str) -> str:
     """``"<stage>/<score>"``, e.g. ``metric_key(VAL, PSNR) == "val/psnr"``."""
     return f"{stage}/{score}"

@@ -1,22 +1,27 @@
 """The validation, test and cross-evaluation scores of a restoration: one ``torchmetrics.Metric``.
 
-:class:`RestorationScores` accumulates, image by image, the PSNR and SSIM of a restoration and of a
-baseline (the interpolated input) against the target — psr's own kernels (:mod:`psr.metrics.image`), each
-image with its target's own max − min as the data range — and, optionally, the training loss. Its states
-are sums and counts, so ``compute`` is the mean over every image seen, and under DDP torchmetrics sums
-them over the processes before dividing: the logged figures describe the whole set, whichever process
-saw which images.
+:class:`RestorationScores` accumulates, image by image, every score of :data:`IMAGE_SCORES` (PSNR and
+SSIM: psr's own kernels, :mod:`psr.metrics.image`, each image with its target's own max − min as the data
+range) of a restoration and of a baseline (the interpolated input) against the target and, optionally,
+the training loss. Its states are sums and counts, so ``compute`` is the mean over every image seen, and
+under DDP torchmetrics sums them over the processes before dividing: the logged figures describe the
+whole set, whichever process saw which images.
+
+A new validation score is a per-image kernel and one line in :data:`IMAGE_SCORES`: training logs it as
+``val/<name>`` and ``val/baseline_<name>`` (``test/…`` on held-out pairs), cross-evaluation reports it,
+and ``summary.json`` keeps it in every epoch's history.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torchmetrics import Metric
 
 from psr.metrics.image import psnr, ssim
-from psr.metrics.keys import BASELINE_PSNR, BASELINE_SSIM, LOSS, PSNR, SSIM
+from psr.metrics.keys import LOSS, PSNR, SSIM, baseline
 
 
 def plane_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -36,37 +41,40 @@ def plane_ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return planes.view(b, z).mean(1)
 
 
+ImageScore = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# name -> per-image score ``(B,)`` of images against targets ``(B, C, [Z,] Y, X)``, each image with its
+# target's own max − min as the data range. The order is the row order of ``image_scores``.
+IMAGE_SCORES: dict[str, ImageScore] = {PSNR: psnr, SSIM: plane_ssim}
+
+
 def image_scores(images: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``(2, B)``: the PSNR (dB) and SSIM of each image of ``images`` against ``target`` (same shapes)."""
-    return torch.stack([psnr(images, target).double(), plane_ssim(images, target).double()])
+    """``(K, B)``: each score of :data:`IMAGE_SCORES` (PSNR in dB, SSIM, …) of each image of ``images``
+    against ``target`` (same shapes), float64."""
+    return torch.stack([score(images, target).double() for score in IMAGE_SCORES.values()])
 
 
 class RestorationScores(Metric):
-    """Mean per-image PSNR and SSIM of a restoration and of its baseline, and the mean loss.
+    """Mean per-image scores (:data:`IMAGE_SCORES`) of a restoration and of its baseline, and the mean loss.
 
     ``update(pred, target, baseline=..., loss=...)`` takes a batch ``(B, C, [Z,] Y, X)``: the restoration,
-    its target and either the ``baseline`` images or their ``baseline_scores`` (``(2, B)`` from
+    its target and either the ``baseline`` images or their ``baseline_scores`` (``(K, B)`` from
     :func:`image_scores`, for a caller that has them already); ``loss`` is the batch's mean loss.
-    ``compute()`` returns ``{"psnr", "ssim", "baseline_psnr", "baseline_ssim"}`` (plus ``"loss"`` when
-    losses were given) as float64 scalars, means over images; empty when no image was scored.
+    ``compute()`` returns ``{"psnr", "ssim", …, "baseline_psnr", "baseline_ssim", …}`` (plus ``"loss"``
+    when losses were given) as float64 scalars, means over images; empty when no image was scored.
     """
 
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-
-    scores = (PSNR, SSIM, BASELINE_PSNR, BASELINE_SSIM)
-    # The states (float64 sums, summed over DDP processes): one per score, the loss, and the counts.
-    psnr: torch.Tensor
-    ssim: torch.Tensor
-    baseline_psnr: torch.Tensor
-    baseline_ssim: torch.Tensor
     loss: torch.Tensor
     count: torch.Tensor
     loss_count: torch.Tensor
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        # The states (float64 sums, summed over DDP processes): one per score and baseline score, the
+        # loss, and the counts. The score names are fixed when the metric is made.
+        self.scores = (*IMAGE_SCORES, *(baseline(name) for name in IMAGE_SCORES))
         for key in (*self.scores, LOSS, "count", "loss_count"):
             self.add_state(key, default=torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -93,9 +101,10 @@ class RestorationScores(Metric):
         if baseline_scores is None:
             assert baseline is not None
             baseline_scores = image_scores(baseline, target)
-        if tuple(baseline_scores.shape) != (2, n):
+        k = len(self.scores) // 2
+        if tuple(baseline_scores.shape) != (k, n):
             raise ValueError(
-                f"baseline_scores has shape {tuple(baseline_scores.shape)}; expected (2, {n}) from image_scores"
+                f"baseline_scores has shape {tuple(baseline_scores.shape)}; expected ({k}, {n}) from image_scores"
             )
         own = image_scores(pred, target)
         dtype = self.count.dtype

@@ -104,6 +104,22 @@ class _TinyNet(nn.Module):
         return self.shuffle(self.conv(x))
 
 
+def _module() -> RestorationModule:
+    return RestorationModule(
+        net=_TinyNet(),
+        crappifier=Downsample(2),
+        loss=nn.L1Loss(),
+        optimizer=partial(torch.optim.SGD, lr=1e-3),
+        panel_dir=None,
+        n_panels=0,
+    )
+
+
+def _bilinear_baseline(clean: torch.Tensor) -> torch.Tensor:
+    low = Downsample(2)(clean, torch.Generator())
+    return nn.functional.interpolate(low, size=clean.shape[-2:], mode="bilinear", align_corners=False)
+
+
 def _fit(module: RestorationModule, val: list[torch.Tensor], epochs: int) -> None:
     trainer = L.Trainer(
         max_epochs=epochs,
@@ -127,14 +143,7 @@ def test_the_baselines_validation_scores_are_computed_once(monkeypatch: pytest.M
         return original(self, inp, target, real)
 
     monkeypatch.setattr(RestorationModule, "_score_baseline", counted)
-    module = RestorationModule(
-        net=_TinyNet(),
-        crappifier=Downsample(2),
-        loss=nn.L1Loss(),
-        optimizer=partial(torch.optim.SGD, lr=1e-3),
-        panel_dir=None,
-        n_panels=0,
-    )
+    module = _module()
     val = list(torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(3)))
     _fit(module, val, epochs=3)
     assert calls == [2, 2]  # two validation batches, scored in the first of three epochs
@@ -142,10 +151,28 @@ def test_the_baselines_validation_scores_are_computed_once(monkeypatch: pytest.M
     assert len(history) == 3 and len({h["val/baseline_psnr"] for h in history}) == 1
     fresh = RestorationScores()
     inp = torch.stack(val)
-    low = Downsample(2)(inp, torch.Generator())
-    baseline = nn.functional.interpolate(low, size=(16, 16), mode="bilinear", align_corners=False)
+    baseline = _bilinear_baseline(inp)
     fresh.update(inp, inp, baseline=baseline)
     assert history[0]["val/baseline_psnr"] == pytest.approx(float(fresh.compute()["baseline_psnr"]), abs=1e-5)
     # Other validation data: the cached scores are not reused.
     _fit(module, [v.flip(-1) for v in val], epochs=4)
     assert calls == [2, 2, 2, 2]
+
+
+def test_a_new_score_is_one_table_line_logged_for_model_and_baseline(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Adding a validation score: a per-image kernel and one line in ``IMAGE_SCORES``; training logs it
+    beside PSNR and SSIM, for the model and the baseline, and keeps it in the epoch history."""
+    from psr.metrics.image import nrmse
+    from psr.metrics.restoration_metric import IMAGE_SCORES
+
+    monkeypatch.setitem(IMAGE_SCORES, "nrmse", partial(nrmse, normalization="min-max"))
+    module = _module()
+    val = list(torch.rand(4, 1, 16, 16, generator=torch.Generator().manual_seed(5)))
+    _fit(module, val, epochs=1)
+    (epoch,) = module.history
+    assert {"val/nrmse", "val/baseline_nrmse", "val/psnr", "val/baseline_ssim"} <= set(epoch)
+    # the logged baseline figure is the kernel's mean over the validation images
+    inp = torch.stack(val)
+    baseline = _bilinear_baseline(inp)
+    expected = nrmse(baseline, inp, normalization="min-max").double().mean()
+    assert epoch["val/baseline_nrmse"] == pytest.approx(float(expected), abs=1e-5)
