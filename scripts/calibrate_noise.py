@@ -13,6 +13,11 @@ of area downsampling by ``${scale}`` (identity at scale 1), ``PoissonNoise(photo
 (it also holds quantisation and the shot noise of a background pedestal below the normalised zero; with
 a linear variance model these are indistinguishable and a Gaussian reproduces their variance exactly).
 
+Pixel noise correlated with its neighbours (a colour camera's demosaicking, a resampled frame) is
+measured per plane from the same frame (``--correlation auto``, ``psr.metrics.noise.correlation_sigma``).
+Where the median plane's correlation width reaches ``WHITE_SIGMA`` (lag-1 correlation 0.1), the variance
+estimates are corrected for it and the noise steps are wrapped in ``CorrelatedNoise(sigma=…)``.
+
 ``--photons frames`` (default) writes log-uniform ranges spanning the per-plane estimates (their 10th
 to 90th percentile) for photons and a uniform range for sigma, because every raw frame is normalised
 by its own percentiles and so has its own noise level in normalised units: training should cover the
@@ -48,10 +53,13 @@ from psr.calibration.presets import usage  # noqa: E402
 from psr.data.normalise import NormalisationError, apply_range, frame_range  # noqa: E402
 from psr.data.pairs import PairError, list_images, match_pairs, read_planes  # noqa: E402
 from psr.metrics.noise import (  # noqa: E402
+    WHITE_SIGMA,
     NoiseEstimationError,
     NoiseFit,
     NoiseSamples,
+    correlation_sigma,
     fit_samples,
+    laplacian_gain,
     noise_samples,
     residual_variance,
 )
@@ -69,6 +77,7 @@ class Plane:
     fit: NoiseFit
     source: Any  # the ImageFile, for pairing with --high
     index: int
+    correlation: float = 0.0  # the noise's correlation width (px); 0 below WHITE_SIGMA (white noise)
 
 
 def _channel(text: str) -> int | str | None:
@@ -104,6 +113,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument(
         "--clip", choices=["auto", "none"], default="auto", help="treat each plane's extremes as clip limits"
+    )
+    p.add_argument(
+        "--correlation",
+        choices=["auto", "none"],
+        default="auto",
+        help="measure the noise's spatial correlation per plane (auto) or assume white noise (none)",
     )
     p.add_argument("--bins", type=int, default=40, help="level bins")
     p.add_argument("--keep", type=float, default=0.5, help="smoothest fraction of pixels kept per level bin")
@@ -147,10 +162,18 @@ def load_planes(args: argparse.Namespace) -> list[Plane]:
             quant = 1.0 / span if integer else None
             try:
                 samples = noise_samples(frame, *clip)
+                width = correlation_sigma(frame) if args.correlation == "auto" else 0.0
+                width = width if width >= WHITE_SIGMA else 0.0
+                if width:  # the Laplacian residual sees only laplacian_gain of correlated noise's variance
+                    gain = math.sqrt(laplacian_gain(width))
+                    samples = NoiseSamples(
+                        samples.level, samples.residual / gain, samples.score, samples.clipped
+                    )
                 fit = fit_samples(samples, args.bins, args.keep, quant_step=quant)
             except NoiseEstimationError as err:
                 raise NoiseEstimationError(f"image {image.path} {label}: {err}".replace("  ", " ")) from None
-            out.append(Plane(name, _group(name, label, pattern), frame, samples, quant, fit, image, i))
+            group = _group(name, label, pattern)
+            out.append(Plane(name, group, frame, samples, quant, fit, image, i, width))
     return out
 
 
@@ -231,14 +254,23 @@ def preset_tree(planes: Sequence[Plane], pool: NoiseFit, mode: str) -> dict[str,
         photons = [r(lo), r(hi)] if hi > lo * 1.0001 else r(lo)
         slo, shi = np.percentile(sg, [10, 90])
         sigma = [r(slo), r(shi)] if shi > slo * 1.0001 else r(slo)
+    noise: list[dict[str, Any]] = [
+        {"_target_": "psr.crappifiers.PoissonNoise", "photons": photons, "log_uniform": True},
+        {"_target_": "psr.crappifiers.GaussianNoise", "sigma": sigma},
+    ]
+    width = correlation_width(planes)
+    if width:
+        noise = [{"_target_": "psr.crappifiers.CorrelatedNoise", "sigma": round(width, 2), "steps": noise}]
     return {
         "_target_": "psr.crappifiers.Chain",
-        "steps": [
-            {"_target_": "psr.crappifiers.Downsample", "factor": "${scale}", "mode": "area"},
-            {"_target_": "psr.crappifiers.PoissonNoise", "photons": photons, "log_uniform": True},
-            {"_target_": "psr.crappifiers.GaussianNoise", "sigma": sigma},
-        ],
+        "steps": [{"_target_": "psr.crappifiers.Downsample", "factor": "${scale}", "mode": "area"}, *noise],
     }
+
+
+def correlation_width(planes: Sequence[Plane]) -> float:
+    """The median of the planes' noise correlation widths; 0 (white noise) below ``WHITE_SIGMA``."""
+    width = float(np.median([p.correlation for p in planes]))
+    return width if width >= WHITE_SIGMA else 0.0
 
 
 def _row(name: str, f: NoiseFit) -> str:
@@ -272,6 +304,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
         f"{np.percentile(ph, 90):.3g}), read σ median {np.median(sg):.3g} ({np.percentile(sg, 10):.3g}–"
         f"{np.percentile(sg, 90):.3g})"
     )
+    widths = [p.correlation for p in planes]
+    correlation = (
+        f"noise correlation width per plane (psr.metrics.noise.correlation_sigma, 0 = white below {WHITE_SIGMA}):"
+        f" median {np.median(widths):.2f} px ({min(widths):.2f}–{max(widths):.2f})"
+        if args.correlation == "auto"
+        else "noise assumed white (--correlation none)"
+    )
+    spread += f"; {correlation}"
     print("psr: " + spread)
     by_group = (
         "; ".join(

@@ -5,6 +5,7 @@ from psr.crappifiers.base import Crappifier, Param
 from psr.crappifiers.compose import Chain, MultiFrame, OneOf, RandomApply, RandomOrder
 from psr.crappifiers.noise import (
     Camera,
+    CorrelatedNoise,
     GaussianNoise,
     LocalVarianceNoise,
     PoissonNoise,
@@ -19,6 +20,7 @@ __all__ = [
     "Bleaching",
     "Camera",
     "Chain",
+    "CorrelatedNoise",
     "Crappifier",
     "Downsample",
     "GaussianBlur",

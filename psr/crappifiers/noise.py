@@ -1,9 +1,10 @@
 """Noise operators: photon shot noise, read noise, PSSR's signal-dependent noise, hot/dead pixels, a
-camera model and quantisation, each with per-sample parameters."""
+camera model, quantisation and spatially correlated noise, each with per-sample parameters."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -56,6 +57,60 @@ class GaussianNoise(Crappifier):
         sigma = broadcast_to(self.sigma.sample(x.shape[0], generator, x.device), x)
         out = x + sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
         return out.clamp_min(self.clip_min) if self.clip_min is not None else out
+
+
+def correlation_taps(sigma: float) -> torch.Tensor:
+    """1D Gaussian taps of width ``sigma`` px with unit energy (``Σ k² = 1``): filtering white noise by them
+    along Y and along X keeps its variance and gives it the lag-``l`` correlation ``Σ k_i k_{i+l}``.
+    ``sigma = 0`` is the single tap ``[1]`` (white noise)."""
+    if not (sigma >= 0 and math.isfinite(sigma)):
+        raise ValueError(f"correlation sigma must be finite and >= 0, got {sigma!r}")
+    if sigma == 0:
+        return torch.ones(1, dtype=torch.float64)
+    radius = max(1, math.ceil(3 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    return k / k.square().sum().sqrt()
+
+
+class CorrelatedNoise(Crappifier):
+    """Spatially correlated noise: the noise that ``steps`` add (e.g. ``PoissonNoise`` then
+    ``GaussianNoise``) filtered along Y and X by :func:`correlation_taps` of width ``sigma`` px.
+
+    A colour camera's demosaicking, a camera's on-chip binning or denoising, or an interpolating
+    resampler leave pixel noise correlated with its neighbours (FMD's widefield frames: lag-1 correlation
+    about 0.6). The filter has unit energy, so white noise keeps its variance: the steps' parameters keep
+    their meaning (photons, read σ) and only the noise's spectrum changes; the signal passes unfiltered.
+    ``scripts/calibrate_noise.py`` measures ``sigma`` from raw frames (``psr.metrics.noise``). The
+    steps must keep the image size (noise, not resampling).
+    """
+
+    taps: torch.Tensor
+
+    def __init__(self, steps: Sequence[Crappifier], sigma: float = 0.7) -> None:
+        super().__init__()
+        from psr.crappifiers.compose import Chain
+
+        self.noise = Chain(list(steps))
+        if self.noise.scale != 1:
+            raise ValueError(
+                f"CorrelatedNoise steps must keep the image size; they downsample by {self.noise.scale}"
+            )
+        self.sigma = float(sigma)
+        self.register_buffer("taps", correlation_taps(self.sigma).float(), persistent=False)
+
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        check_batch(x, "CorrelatedNoise")
+        noisy = self.noise(x, generator)
+        if tuple(noisy.shape) != tuple(x.shape):
+            raise ValueError(
+                f"CorrelatedNoise steps changed the shape {tuple(x.shape)} to {tuple(noisy.shape)}"
+            )
+        if self.taps.numel() == 1:
+            return noisy
+        k = self.taps.to(device=x.device, dtype=noisy.dtype)
+        noise = convolve(noisy - x, k.view(1, -1), "CorrelatedNoise")
+        return x + convolve(noise, k.view(-1, 1), "CorrelatedNoise")
 
 
 def gaussian_smooth(x: torch.Tensor, sigma: float) -> torch.Tensor:

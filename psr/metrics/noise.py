@@ -30,6 +30,13 @@ Quantisation with step ``Δ`` adds about ``Δ² / 12`` to the variance when the 
 step; it is part of ``β`` (a network sees quantised inputs), reported as ``quant_variance`` when the
 step is given.
 
+**Correlated noise.** A colour camera's demosaicking or an interpolating resampler correlates each
+pixel's noise with its neighbours'; the Laplacian residual then sees only part of the variance.
+``correlation_sigma`` measures it from the frame alone: the correlation of neighbouring first differences
+``d = z_{x+1} − z_x`` in the smoothest pixels is −0.5 for white noise and rises with the correlation;
+inverted through the unit-energy Gaussian taps of ``psr.crappifiers.CorrelatedNoise`` it gives that
+operator's ``sigma``, and ``laplacian_gain(sigma)`` the residual's share of the variance to divide by.
+
 Everything is NumPy/SciPy on 2D ``(Y, X)`` float arrays, in whatever units the caller normalised to.
 """
 
@@ -340,6 +347,68 @@ def estimate_noise(
     return fit_samples(NoiseSamples.concatenate(parts), n_bins, keep, min_count, max_clipped, quant_step)
 
 
+# Below this sigma the taps' lag-1 correlation is under 0.1: the noise is written as white.
+WHITE_SIGMA = 0.4
+
+
+def _taps(sigma: float) -> np.ndarray:
+    from psr.crappifiers.noise import correlation_taps
+
+    return correlation_taps(sigma).numpy()
+
+
+def difference_correlation(sigma: float) -> float:
+    """The correlation of neighbouring first differences of noise correlated by the taps of ``sigma``
+    (−0.5 for white noise, rising towards 1 as the correlation widens)."""
+    k = _taps(sigma)
+    lag = [float(np.dot(k[: len(k) - i], k[i:])) if i < len(k) else 0.0 for i in (1, 2)]
+    return (2 * lag[0] - 1 - lag[1]) / (2 * (1 - lag[0]))
+
+
+def laplacian_gain(sigma: float) -> float:
+    """``E[r²] / Var(n)`` of the Laplacian residual ``r`` for noise correlated by the taps of ``sigma``
+    (1 for white noise)."""
+    from scipy.signal import convolve2d
+
+    k = _taps(sigma)
+    return float(np.square(convolve2d(np.outer(k, k), LAPLACIAN)).sum())
+
+
+def correlation_sigma(frame: np.ndarray, keep: float = 0.5, structure_sigma: float = 4.0) -> float:
+    """The width (px) of the Gaussian correlation of ``frame``'s noise, ``(Y, X)``, measured without a
+    target: the correlation of neighbouring first differences (along X and along Y) over the ``keep``
+    fraction of smoothest pixels, inverted through :func:`difference_correlation`. 0 for white noise
+    (at most −0.5); values below :data:`WHITE_SIGMA` mean nearly white noise."""
+    from scipy.ndimage import gaussian_filter
+
+    z = np.asarray(frame, dtype=np.float64)
+    if z.ndim != 2 or min(z.shape) < 16:
+        raise NoiseEstimationError(
+            f"correlation estimation expects a 2D frame of at least 16×16, got {list(z.shape)}"
+        )
+    gy, gx = np.gradient(gaussian_filter(z, structure_sigma, mode="reflect"))
+    score = np.hypot(gy, gx)
+    products, squares = 0.0, 0.0
+    for d, s in ((np.diff(z, axis=1), score[:, 1:-1]), (np.diff(z, axis=0).T, score.T[:, 1:-1])):
+        a, b = d[:, :-1], d[:, 1:]
+        smooth = s <= np.quantile(s, keep)
+        a, b = a[smooth] - d.mean(), b[smooth] - d.mean()
+        products += float(np.dot(a, b))
+        squares += 0.5 * float(np.dot(a, a) + np.dot(b, b))
+    if not squares > 0:
+        raise NoiseEstimationError("the frame's smooth parts are constant; expected a raw frame with noise")
+    measured = products / squares
+    lo, hi = 0.0, 4.0
+    if measured <= difference_correlation(0.3):
+        return 0.0
+    if measured >= difference_correlation(hi):
+        return hi
+    for _ in range(50):  # difference_correlation rises with sigma above 0.3
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if difference_correlation(mid) < measured else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def residual_variance(
     low: np.ndarray, reference: np.ndarray, n_bins: int = 20, min_count: int = 500
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -370,14 +439,18 @@ def residual_variance(
 
 __all__ = [
     "LAPLACIAN",
+    "WHITE_SIGMA",
     "Bins",
     "NoiseEstimationError",
     "NoiseFit",
     "NoiseSamples",
     "binned_variances",
+    "correlation_sigma",
+    "difference_correlation",
     "estimate_noise",
     "fit_line",
     "fit_samples",
+    "laplacian_gain",
     "noise_samples",
     "residual_variance",
 ]

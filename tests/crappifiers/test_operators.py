@@ -21,6 +21,7 @@ from psr.crappifiers import (
     Bleaching,
     Camera,
     Chain,
+    CorrelatedNoise,
     Crappifier,
     Downsample,
     GaussianBlur,
@@ -77,6 +78,11 @@ OPERATORS: dict[str, tuple[Callable[[], Crappifier], bool, tuple[int, ...]]] = {
     "camera": (lambda: Camera(photons=(10, 100)), True, (2, 3)),
     "camera-em": (lambda: Camera(photons=(5, 50), em_gain=100.0), True, (2, 3)),
     "quantize": (lambda: Quantize(8), False, (2, 3)),
+    "correlated-noise": (
+        lambda: CorrelatedNoise([PoissonNoise((10, 100)), GaussianNoise(0.02)], 0.7),
+        True,
+        (2, 3),
+    ),
     "scanline-jitter": (lambda: ScanLineJitter((0.5, 2.0)), True, (2, 3)),
     "bleaching": (lambda: Bleaching((0.01, 0.2)), True, (2, 3)),
     "background": (lambda: Background((0.0, 0.1), (0.0, 0.2)), True, (2, 3)),
@@ -194,6 +200,25 @@ def test_poisson_range_draws_a_log_uniform_budget_per_sample() -> None:
     # log-uniform over [log10 5, log10 500]: about half the budgets below the geometric mean 50
     assert 0.35 < (implied < 50).float().mean().item() < 0.65
     assert logs.min() < 1.0 and logs.max() > 2.4
+
+
+@pytest.mark.parametrize("width", [0.5, 0.7, 1.2])
+def test_correlated_noise_keeps_the_variance_and_has_the_taps_correlation(width: float) -> None:
+    from psr.crappifiers.noise import correlation_taps
+
+    x = torch.full((1, 1, 600, 600), 0.5)
+    noise = CorrelatedNoise([PoissonNoise(50.0), GaussianNoise(0.03)], width)(x, gen(0)) - x
+    assert noise.var().item() == pytest.approx(0.5 / 50 + 0.03**2, rel=0.05)  # the steps' own variance
+    k = correlation_taps(width)
+    for lag in (1, 2):
+        expected = float((k[:-lag] * k[lag:]).sum())
+        for axis in (-1, -2):
+            a, b = noise.narrow(axis, 0, 600 - lag), noise.narrow(axis, lag, 600 - lag)
+            assert (a * b).mean().item() / noise.var().item() == pytest.approx(expected, abs=0.02)
+    white = CorrelatedNoise([GaussianNoise(0.1)], 0.0)(x, gen(0))
+    assert torch.equal(white, GaussianNoise(0.1)(x, gen(0)))
+    with pytest.raises(ValueError, match="must keep the image size; they downsample by 2"):
+        CorrelatedNoise([Downsample(2), GaussianNoise(0.1)])
 
 
 def test_gaussian_sigma_and_clipping() -> None:

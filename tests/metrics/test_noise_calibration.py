@@ -120,3 +120,52 @@ def test_missing_file_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope.tif" in lines[0]
     assert not out.exists()
+
+
+def _correlated(u: np.ndarray, photons: float, sigma: float, width: float, seed: int) -> np.ndarray:
+    from psr.crappifiers import CorrelatedNoise, GaussianNoise, PoissonNoise
+
+    op = CorrelatedNoise([PoissonNoise(photons), GaussianNoise(sigma)], sigma=width)
+    x = torch.from_numpy(u).float()[None, None]
+    return op(x, torch.Generator().manual_seed(seed))[0, 0].double().numpy()
+
+
+@pytest.mark.parametrize("width", [0.0, 0.5, 0.7, 1.0])
+def test_the_noise_correlation_width_is_measured_from_the_frame_alone(width: float) -> None:
+    from psr.metrics.noise import WHITE_SIGMA, correlation_sigma
+
+    measured = np.median([correlation_sigma(_correlated(_clean(s), 50.0, 0.02, width, s)) for s in range(3)])
+    if width == 0.0:
+        assert measured < WHITE_SIGMA  # white noise reads as (nearly) white
+    else:
+        assert measured == pytest.approx(width, rel=0.10)
+    with pytest.raises(NoiseEstimationError, match="constant"):
+        correlation_sigma(np.full((64, 64), 0.5))
+
+
+def test_correlated_noise_is_calibrated_and_written_as_correlated_noise(tmp_path: Path) -> None:
+    """Demosaicked-like noise (width 0.7 px): the white-noise estimate sees only a quarter of the
+    variance; corrected for the measured correlation, photons and read noise come back within 10 %, and
+    the preset wraps them in CorrelatedNoise of that width."""
+    frames = [_correlated(_clean(s), 80.0, 0.03, 0.7, s) for s in range(3)]
+    white = estimate_noise(frames)
+    assert white.photons > 2.5 * 80.0  # what --correlation none would write
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for s, frame in enumerate(frames):  # float frames: normalised by their own percentiles on reading
+        tifffile.imwrite(raw / f"{s:03d}.tif", frame.astype(np.float32))
+    out = tmp_path / "calibrated.yaml"
+    _load_script().main([str(raw), "--out", str(out), "--photons", "median"])
+    (step,) = yaml.safe_load(out.read_text())["steps"][1:]
+    assert step["_target_"] == "psr.crappifiers.CorrelatedNoise" and step["sigma"] == pytest.approx(
+        0.7, rel=0.1
+    )
+    # in the frames' own normalised units (percentiles 1–99.8 of the smoothed frame), photons scale by the
+    # normalising span s (photons·s) and read σ by 1/s
+    from psr.data.normalise import frame_range
+
+    spans = [float(np.subtract(*frame_range(f[None], [1.0, 99.8], 1.0, "f")[::-1])[0]) for f in frames]
+    span = float(np.median(spans))
+    photons, sigma = step["steps"][0]["photons"], step["steps"][1]["sigma"]
+    assert photons == pytest.approx(80.0 * span, rel=0.10)
+    assert sigma == pytest.approx(0.03 / span, rel=0.15)
