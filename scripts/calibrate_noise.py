@@ -15,8 +15,9 @@ a linear variance model these are indistinguishable and a Gaussian reproduces th
 
 Pixel noise correlated with its neighbours (a colour camera's demosaicking, a resampled frame) is
 measured per plane from the same frame (``--correlation auto``, ``psr.metrics.noise.correlation_sigma``).
-Where the median plane's correlation width reaches ``WHITE_SIGMA`` (lag-1 correlation 0.1), the variance
-estimates are corrected for it and the noise steps are wrapped in ``CorrelatedNoise(sigma=…)``.
+A plane whose correlation width reaches ``WHITE_SIGMA`` (0.5 px, lag-1 correlation 0.26) has its
+variance estimates corrected for it, and where the median plane's does the noise steps are wrapped in
+``CorrelatedNoise(sigma=…)``.
 
 ``--photons frames`` (default) writes log-uniform ranges spanning the per-plane estimates (their 10th
 to 90th percentile) for photons and a uniform range for sigma, because every raw frame is normalised
@@ -163,7 +164,7 @@ def load_planes(args: argparse.Namespace) -> list[Plane]:
             try:
                 samples = noise_samples(frame, *clip)
                 width = correlation_sigma(frame) if args.correlation == "auto" else 0.0
-                width = width if width >= WHITE_SIGMA else 0.0
+                width = width if width >= WHITE_SIGMA else 0.0  # below it, structure reads as correlation
                 if width:  # the Laplacian residual sees only laplacian_gain of correlated noise's variance
                     gain = math.sqrt(laplacian_gain(width))
                     samples = NoiseSamples(
@@ -306,7 +307,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     )
     widths = [p.correlation for p in planes]
     correlation = (
-        f"noise correlation width per plane (psr.metrics.noise.correlation_sigma, 0 = white below {WHITE_SIGMA}):"
+        f"noise correlation width per plane (psr.metrics.noise.correlation_sigma; 0 = white, below {WHITE_SIGMA}):"
         f" median {np.median(widths):.2f} px ({min(widths):.2f}–{max(widths):.2f})"
         if args.correlation == "auto"
         else "noise assumed white (--correlation none)"

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -460,6 +461,9 @@ def test_sigterm_during_export_leaves_no_partial_package(run: dict, tmp_path: Pa
         text=True,
     )
     stderr = _stop_when(process, lambda: any(tmp_path.glob(".model.*.partial.zip")))
+    if process.returncode == 0:  # on a loaded machine the export can commit before the signal lands
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model.zip"] and zipfile.is_zipfile(output)
+        pytest.skip("the export finished before SIGTERM arrived: complete, nothing partial left")
     assert process.returncode == 143, stderr[-2000:]
     assert _errors(stderr) == ["error: interrupted by SIGTERM; no output was written"]
     assert sorted(p.name for p in tmp_path.iterdir()) == []

@@ -6,7 +6,11 @@ known level; microscopy noise is Poisson–Gaussian (its variance grows with the
 ``noise="vst"`` (the default) each plane's Poisson–Gaussian model ``Var = α·u + β`` is estimated from the
 plane itself (``psr.metrics.noise``, no ground truth), the generalised Anscombe transform makes the noise
 white with unit variance, the denoiser runs at σ = 1 and the asymptotically unbiased inverse maps back:
-the classical way to use these denoisers on photon-limited images. ``noise="white"`` gives them the
+the classical way to use these denoisers on photon-limited images. Noise correlated between
+neighbouring pixels (a colour camera's demosaicking) is measured from the plane too
+(``psr.metrics.noise.correlation_sigma``): from a width of ``WHITE_SIGMA`` on, the variance estimate
+is corrected for it, so that NLM and BM3D are given the noise's whole level (as white noise: the
+``bm3d`` package's coloured-noise mode fails under NumPy 2, which has no ``np.trapz``). ``noise="white"`` gives them the
 plane's white-noise estimate instead (``skimage.restoration.estimate_sigma``), which on the W2S
 development frames is 2–3× too low and leaves most of the noise in. Nothing is tuned on the ground
 truth. The Gaussian filter's width is the exception:
@@ -58,11 +62,25 @@ def gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
     return _per_plane(image, lambda p: gaussian_filter(p, float(sigma), mode="reflect", truncate=4.0))
 
 
+def noise_correlation(plane: np.ndarray) -> float:
+    """The width (px) of the plane's noise correlation, measured from the plane alone
+    (``psr.metrics.noise.correlation_sigma``); 0 below ``WHITE_SIGMA`` (nearly white noise, or structure
+    read as correlation) or on a plane it cannot be measured on."""
+    from psr.metrics.noise import WHITE_SIGMA, NoiseEstimationError, correlation_sigma
+
+    try:
+        width = correlation_sigma(np.asarray(plane, dtype=np.float64))
+    except NoiseEstimationError:
+        return 0.0
+    return width if width >= WHITE_SIGMA else 0.0
+
+
 def poisson_gaussian(plane: np.ndarray) -> tuple[float, float]:
     """``(α, β)`` of the plane's noise model ``Var = α·u + β``, estimated from the plane alone
-    (``psr.metrics.noise.estimate_noise``; the plane's extremes treated as clip limits). A plane whose
-    noise cannot be fitted gets white noise of its wavelet estimate: ``(0, σ̂²)``."""
-    from psr.metrics.noise import NoiseEstimationError, estimate_noise
+    (``psr.metrics.noise.estimate_noise``; the plane's extremes treated as clip limits; corrected for the
+    noise's correlation, :func:`noise_correlation`). A plane whose noise cannot be fitted gets white noise
+    of its wavelet estimate: ``(0, σ̂²)``."""
+    from psr.metrics.noise import NoiseEstimationError, estimate_noise, laplacian_gain
 
     values = np.asarray(plane, dtype=np.float64)
     try:
@@ -71,7 +89,8 @@ def poisson_gaussian(plane: np.ndarray) -> tuple[float, float]:
         return 0.0, estimate_white_noise(values) ** 2
     if not (math.isfinite(fit.alpha) and math.isfinite(fit.beta)) or fit.alpha <= 0:
         return 0.0, max(fit.beta, estimate_white_noise(values) ** 2)
-    return float(fit.alpha), float(fit.beta)
+    gain = laplacian_gain(noise_correlation(values))  # the Laplacian residual's share of correlated noise
+    return float(fit.alpha) / gain, float(fit.beta) / gain
 
 
 def anscombe(plane: np.ndarray, alpha: float, beta: float) -> np.ndarray:
@@ -140,8 +159,8 @@ def bm3d_available() -> bool:
 
 
 def bm3d_denoise(image: np.ndarray, noise: str = "vst") -> np.ndarray:
-    """BM3D (the ``bm3d`` package, its normal profile) on every plane of ``image`` ``(C, *S)``, for white
-    noise of level σ (``noise``: see the module). About 15 s per 512² plane on one CPU core.
+    """BM3D (the ``bm3d`` package, its normal profile) on every plane of ``image`` ``(C, *S)``, for noise of
+    level σ (``noise``: see the module). About 15 s per 512² plane on one CPU core.
 
     Raises ``ModuleNotFoundError`` naming the ``classical`` extra when ``bm3d`` is not installed.
     """
@@ -149,6 +168,7 @@ def bm3d_denoise(image: np.ndarray, noise: str = "vst") -> np.ndarray:
         import bm3d
     except ImportError as err:
         raise ModuleNotFoundError(BM3D_MISSING) from err
+
     return _per_plane(image, lambda p: _white_or_stabilised(p, noise, lambda x, s: bm3d.bm3d(x, sigma_psd=s)))
 
 

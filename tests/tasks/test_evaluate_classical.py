@@ -254,3 +254,20 @@ def test_ready_made_w2s_dev_and_widefield_fmd_sets(compose_eval, ckpt_x1: Path) 
     assert count == len(images) == 3  # the RGB composite: one image per colour channel
     assert all(i.low.shape == i.high.shape == (1, 1, 512, 512) for i in images)
     assert len({float(i.high.float().mean()) for i in images}) == 3
+
+
+def test_correlated_noise_is_given_to_the_classical_denoisers_at_its_whole_level() -> None:
+    """A colour camera's correlated noise (width 0.7 px) hides three quarters of its variance from the
+    white-noise estimate; the baselines' noise model measures the correlation and restores it."""
+    from psr.crappifiers import CorrelatedNoise, PoissonNoise
+
+    rng = np.random.default_rng(4)
+    clean = gaussian_filter(rng.random((256, 256)), 8.0, mode="wrap")
+    clean = 0.2 + 0.6 * (clean - clean.min()) / (clean.max() - clean.min())
+    op = CorrelatedNoise([PoissonNoise(40.0)], sigma=0.7)
+    plane = op(torch.from_numpy(clean).float()[None, None], torch.Generator().manual_seed(0))[0, 0].numpy()
+    assert classical.noise_correlation(plane) == pytest.approx(0.7, rel=0.1)
+    alpha, _ = classical.poisson_gaussian(plane)
+    assert alpha == pytest.approx(1 / 40, rel=0.2)  # white-noise reading: about a quarter of it
+    white = np.random.default_rng(5).poisson(clean * 40.0) / 40.0
+    assert classical.noise_correlation(white) == 0.0  # white noise: no correction
