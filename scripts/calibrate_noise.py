@@ -14,7 +14,7 @@ of area downsampling by ``${scale}`` (identity at scale 1), ``PoissonNoise(photo
 a linear variance model these are indistinguishable and a Gaussian reproduces their variance exactly).
 
 Pixel noise correlated with its neighbours (a colour camera's demosaicking, a resampled frame) is
-measured per plane from the same frame (``--correlation auto``, ``psr.metrics.noise.correlation_sigma``).
+measured per plane from the same frame (``--correlation auto``, ``psr.metrics.noise.correlation_width``).
 A plane whose correlation width reaches ``WHITE_SIGMA`` (0.5 px, lag-1 correlation 0.26) has its
 variance estimates corrected for it, and where the median plane's does the noise steps are wrapped in
 ``CorrelatedNoise(sigma=…)``.
@@ -39,7 +39,7 @@ import shlex
 import sys
 import textwrap
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from psr.metrics.noise import (  # noqa: E402
     NoiseEstimationError,
     NoiseFit,
     NoiseSamples,
-    correlation_sigma,
+    correlation_width,
     fit_samples,
     laplacian_gain,
     noise_samples,
@@ -163,13 +163,9 @@ def load_planes(args: argparse.Namespace) -> list[Plane]:
             quant = 1.0 / span if integer else None
             try:
                 samples = noise_samples(frame, *clip)
-                width = correlation_sigma(frame) if args.correlation == "auto" else 0.0
-                width = width if width >= WHITE_SIGMA else 0.0  # below it, structure reads as correlation
+                width = correlation_width(frame) if args.correlation == "auto" else 0.0
                 if width:  # the Laplacian residual sees only laplacian_gain of correlated noise's variance
-                    gain = math.sqrt(laplacian_gain(width))
-                    samples = NoiseSamples(
-                        samples.level, samples.residual / gain, samples.score, samples.clipped
-                    )
+                    samples = replace(samples, residual=samples.residual / math.sqrt(laplacian_gain(width)))
                 fit = fit_samples(samples, args.bins, args.keep, quant_step=quant)
             except NoiseEstimationError as err:
                 raise NoiseEstimationError(f"image {image.path} {label}: {err}".replace("  ", " ")) from None
@@ -259,7 +255,7 @@ def preset_tree(planes: Sequence[Plane], pool: NoiseFit, mode: str) -> dict[str,
         {"_target_": "psr.crappifiers.PoissonNoise", "photons": photons, "log_uniform": True},
         {"_target_": "psr.crappifiers.GaussianNoise", "sigma": sigma},
     ]
-    width = correlation_width(planes)
+    width = median_width(planes)
     if width:
         noise = [{"_target_": "psr.crappifiers.CorrelatedNoise", "sigma": round(width, 2), "steps": noise}]
     return {
@@ -268,7 +264,7 @@ def preset_tree(planes: Sequence[Plane], pool: NoiseFit, mode: str) -> dict[str,
     }
 
 
-def correlation_width(planes: Sequence[Plane]) -> float:
+def median_width(planes: Sequence[Plane]) -> float:
     """The median of the planes' noise correlation widths; 0 (white noise) below ``WHITE_SIGMA``."""
     width = float(np.median([p.correlation for p in planes]))
     return width if width >= WHITE_SIGMA else 0.0
@@ -307,7 +303,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> Path:
     )
     widths = [p.correlation for p in planes]
     correlation = (
-        f"noise correlation width per plane (psr.metrics.noise.correlation_sigma; 0 = white, below {WHITE_SIGMA}):"
+        f"noise correlation width per plane (psr.metrics.noise.correlation_width; 0 = white, below {WHITE_SIGMA}):"
         f" median {np.median(widths):.2f} px ({min(widths):.2f}–{max(widths):.2f})"
         if args.correlation == "auto"
         else "noise assumed white (--correlation none)"

@@ -67,9 +67,7 @@ def correlation_taps(sigma: float) -> torch.Tensor:
         raise ValueError(f"correlation sigma must be finite and >= 0, got {sigma!r}")
     if sigma == 0:
         return torch.ones(1, dtype=torch.float64)
-    radius = max(1, math.ceil(3 * sigma))
-    x = torch.arange(-radius, radius + 1, dtype=torch.float64)
-    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = gaussian_taps(torch.tensor([sigma], dtype=torch.float64), 2 * max(1, math.ceil(3 * sigma)) + 1)[0]
     return k / k.square().sum().sqrt()
 
 

@@ -136,9 +136,9 @@ def _fft_convolve(padded: torch.Tensor, kernel: torch.Tensor, kshape: tuple[int,
 
 
 def gaussian_taps(sigma: torch.Tensor, size: int) -> torch.Tensor:
-    """Normalised 1D Gaussian kernels ``(B, size)`` for per-sample ``sigma`` ``(B,)`` (pixels)."""
+    """Normalised 1D Gaussian kernels ``(B, size)`` for per-sample ``sigma`` ``(B,)`` (pixels), in its dtype."""
     r = size // 2
-    t = torch.arange(-r, r + 1, device=sigma.device, dtype=torch.float32)
+    t = torch.arange(-r, r + 1, device=sigma.device, dtype=sigma.dtype)
     k = torch.exp(-0.5 * (t[None] / sigma.clamp_min(1e-3)[:, None]) ** 2)
     return k / k.sum(1, keepdim=True)
 

@@ -8,10 +8,10 @@ plane itself (``psr.metrics.noise``, no ground truth), the generalised Anscombe 
 white with unit variance, the denoiser runs at σ = 1 and the asymptotically unbiased inverse maps back:
 the classical way to use these denoisers on photon-limited images. Noise correlated between
 neighbouring pixels (a colour camera's demosaicking) is measured from the plane too
-(``psr.metrics.noise.correlation_sigma``): from a width of ``WHITE_SIGMA`` on, the variance estimate
+(``psr.metrics.noise.correlation_width``): from a width of ``WHITE_SIGMA`` on, the variance estimate
 is corrected for it, so that NLM and BM3D are given the noise's whole level (as white noise: the
-``bm3d`` package's coloured-noise mode fails under NumPy 2, which has no ``np.trapz``). ``noise="white"`` gives them the
-plane's white-noise estimate instead (``skimage.restoration.estimate_sigma``), which on the W2S
+``bm3d`` package's coloured-noise mode fails under NumPy 2, which has no ``np.trapz``).
+``noise="white"`` gives them the plane's white-noise estimate instead (``skimage.restoration.estimate_sigma``), which on the W2S
 development frames is 2–3× too low and leaves most of the noise in. Nothing is tuned on the ground
 truth. The Gaussian filter's width is the exception:
 :func:`select_gaussian_sigma` picks it on the evaluated set against the ground truth, which flatters the
@@ -66,13 +66,12 @@ def noise_correlation(plane: np.ndarray) -> float:
     """The width (px) of the plane's noise correlation, measured from the plane alone
     (``psr.metrics.noise.correlation_sigma``); 0 below ``WHITE_SIGMA`` (nearly white noise, or structure
     read as correlation) or on a plane it cannot be measured on."""
-    from psr.metrics.noise import WHITE_SIGMA, NoiseEstimationError, correlation_sigma
+    from psr.metrics.noise import NoiseEstimationError, correlation_width
 
     try:
-        width = correlation_sigma(np.asarray(plane, dtype=np.float64))
+        return correlation_width(np.asarray(plane, dtype=np.float64))
     except NoiseEstimationError:
         return 0.0
-    return width if width >= WHITE_SIGMA else 0.0
 
 
 def poisson_gaussian(plane: np.ndarray) -> tuple[float, float]:
@@ -168,7 +167,6 @@ def bm3d_denoise(image: np.ndarray, noise: str = "vst") -> np.ndarray:
         import bm3d
     except ImportError as err:
         raise ModuleNotFoundError(BM3D_MISSING) from err
-
     return _per_plane(image, lambda p: _white_or_stabilised(p, noise, lambda x, s: bm3d.bm3d(x, sigma_psd=s)))
 
 

@@ -410,6 +410,13 @@ def correlation_sigma(frame: np.ndarray, keep: float = 0.5, structure_sigma: flo
     return 0.5 * (lo + hi)
 
 
+def correlation_width(frame: np.ndarray) -> float:
+    """:func:`correlation_sigma` of ``frame``, 0 below :data:`WHITE_SIGMA` (where structure alone reads as
+    that much correlation): the width calibration and the classical baselines correct for."""
+    width = correlation_sigma(frame)
+    return width if width >= WHITE_SIGMA else 0.0
+
+
 def residual_variance(
     low: np.ndarray, reference: np.ndarray, n_bins: int = 20, min_count: int = 500
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -447,6 +454,7 @@ __all__ = [
     "NoiseSamples",
     "binned_variances",
     "correlation_sigma",
+    "correlation_width",
     "difference_correlation",
     "estimate_noise",
     "fit_line",

@@ -53,7 +53,7 @@ def scale_bar_length(pixel_size: float, width_px: int, unit: str) -> tuple[float
     if not (pixel_size > 0 and math.isfinite(pixel_size)) or width_px < 1:
         raise ValueError(f"pixel_size={pixel_size} and width_px={width_px}; expected positive numbers")
     name = normalise_unit(unit, strict=False)
-    shown = symbol(unit) or unit
+    shown = SYMBOLS[name] if name else unit
     target = pixel_size * width_px / 5
     if name is not None:
         metres = target * UNIT_METRES[name]
