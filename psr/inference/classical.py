@@ -9,8 +9,8 @@ white with unit variance, the denoiser runs at σ = 1 and the asymptotically unb
 the classical way to use these denoisers on photon-limited images. Noise correlated between
 neighbouring pixels (a colour camera's demosaicking) is measured from the plane too
 (``psr.metrics.noise.correlation_width``): from a width of ``WHITE_SIGMA`` on, the variance estimate
-is corrected for it, so that NLM and BM3D are given the noise's whole level (as white noise: the
-``bm3d`` package's coloured-noise mode fails under NumPy 2, which has no ``np.trapz``).
+is corrected for it, so that NLM and BM3D are given the noise's whole level; BM3D is given its spectrum
+too (:func:`correlated_psd`, the ``bm3d`` package's coloured-noise mode), NLM the level as white noise.
 ``noise="white"`` gives them the plane's white-noise estimate instead (``skimage.restoration.estimate_sigma``), which on the W2S
 development frames is 2–3× too low and leaves most of the noise in. Nothing is tuned on the ground
 truth. The Gaussian filter's width is the exception:
@@ -22,8 +22,10 @@ BM3D needs the optional ``bm3d`` package (``pip install 'psr[classical]'``).
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Callable, Iterable, Sequence
+import types
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -74,11 +76,11 @@ def noise_correlation(plane: np.ndarray) -> float:
         return 0.0
 
 
-def poisson_gaussian(plane: np.ndarray) -> tuple[float, float]:
+def poisson_gaussian(plane: np.ndarray, width: float | None = None) -> tuple[float, float]:
     """``(α, β)`` of the plane's noise model ``Var = α·u + β``, estimated from the plane alone
     (``psr.metrics.noise.estimate_noise``; the plane's extremes treated as clip limits; corrected for the
-    noise's correlation, :func:`noise_correlation`). A plane whose noise cannot be fitted gets white noise
-    of its wavelet estimate: ``(0, σ̂²)``."""
+    noise's correlation of width ``width`` px, measured by :func:`noise_correlation` when ``None``). A
+    plane whose noise cannot be fitted gets white noise of its wavelet estimate: ``(0, σ̂²)``."""
     from psr.metrics.noise import NoiseEstimationError, estimate_noise, laplacian_gain
 
     values = np.asarray(plane, dtype=np.float64)
@@ -88,7 +90,9 @@ def poisson_gaussian(plane: np.ndarray) -> tuple[float, float]:
         return 0.0, estimate_white_noise(values) ** 2
     if not (math.isfinite(fit.alpha) and math.isfinite(fit.beta)) or fit.alpha <= 0:
         return 0.0, max(fit.beta, estimate_white_noise(values) ** 2)
-    gain = laplacian_gain(noise_correlation(values))  # the Laplacian residual's share of correlated noise
+    if width is None:
+        width = noise_correlation(values)
+    gain = laplacian_gain(width)  # the Laplacian residual's share of correlated noise
     return float(fit.alpha) / gain, float(fit.beta) / gain
 
 
@@ -110,15 +114,18 @@ def inverse_anscombe(stable: np.ndarray, alpha: float, beta: float) -> np.ndarra
 
 
 def _white_or_stabilised(
-    plane: np.ndarray, noise: str, white: Callable[[np.ndarray, float], np.ndarray]
+    plane: np.ndarray, noise: str, denoise: Callable[[np.ndarray, float, float], np.ndarray]
 ) -> np.ndarray:
-    """``white(x, σ)`` — a denoiser for white noise of level σ — on ``plane`` as ``noise`` says."""
+    """``denoise(x, σ, width)`` — a denoiser for noise of level σ, correlated over ``width`` px (0: white) —
+    on ``plane`` as ``noise`` says. The Anscombe transform keeps the correlation: its noise has unit
+    variance and the plane's width."""
     if noise == "white":
-        return white(plane, estimate_white_noise(plane))
+        return denoise(plane, estimate_white_noise(plane), 0.0)
     if noise != "vst":
         raise ValueError(f"noise={noise!r}: expected one of {', '.join(NOISE_MODELS)}")
-    alpha, beta = poisson_gaussian(plane)
-    return inverse_anscombe(white(anscombe(plane, alpha, beta), 1.0), alpha, beta)
+    width = noise_correlation(plane)
+    alpha, beta = poisson_gaussian(plane, width)
+    return inverse_anscombe(denoise(anscombe(plane, alpha, beta), 1.0, width), alpha, beta)
 
 
 def nlm(
@@ -136,7 +143,7 @@ def nlm(
     """
     from skimage.restoration import denoise_nl_means
 
-    def white(plane: np.ndarray, sigma: float) -> np.ndarray:
+    def white(plane: np.ndarray, sigma: float, width: float) -> np.ndarray:  # the level as white noise
         return denoise_nl_means(
             plane,
             h=h_factor * sigma,
@@ -157,9 +164,45 @@ def bm3d_available() -> bool:
     return True
 
 
+def correlated_psd(shape: tuple[int, int], sigma: float, width: float) -> np.ndarray:
+    """The power spectral density of noise of level ``sigma`` correlated over ``width`` px (the unit-energy
+    Gaussian taps of ``psr.crappifiers.correlation_taps`` along Y and X, as ``CorrelatedNoise`` makes it) on
+    a plane of ``shape``, in the ``bm3d`` package's convention (white noise: ``σ² · Y · X`` everywhere)."""
+    from psr.crappifiers.noise import correlation_taps
+
+    taps = correlation_taps(float(width)).numpy()
+    kernel = np.outer(taps, taps)
+    return np.abs(np.fft.fft2(kernel, s=shape)) ** 2 * (shape[0] * shape[1]) * float(sigma) ** 2
+
+
+@contextlib.contextmanager
+def _bm4d_numpy() -> Iterator[None]:
+    """The ``bm4d`` engine under ``bm3d`` integrates a coloured-noise PSD with ``np.trapz``, which NumPy 2
+    removed (``np.trapezoid``, same arguments). Its module gets a numpy with both, for the call only."""
+    import bm4d
+
+    numpy = bm4d.np
+    if hasattr(numpy, "trapz"):
+        yield
+        return
+
+    class _Numpy(types.ModuleType):
+        trapz = staticmethod(np.trapezoid)
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(numpy, name)
+
+    bm4d.np = _Numpy("numpy")
+    try:
+        yield
+    finally:
+        bm4d.np = numpy
+
+
 def bm3d_denoise(image: np.ndarray, noise: str = "vst") -> np.ndarray:
     """BM3D (the ``bm3d`` package, its normal profile) on every plane of ``image`` ``(C, *S)``, for noise of
-    level σ (``noise``: see the module). About 15 s per 512² plane on one CPU core.
+    level σ (``noise``: see the module); noise correlated from a width of ``WHITE_SIGMA`` on is given as its
+    spectrum (:func:`correlated_psd`). About 15 s per 512² plane on one CPU core.
 
     Raises ``ModuleNotFoundError`` naming the ``classical`` extra when ``bm3d`` is not installed.
     """
@@ -167,7 +210,14 @@ def bm3d_denoise(image: np.ndarray, noise: str = "vst") -> np.ndarray:
         import bm3d
     except ImportError as err:
         raise ModuleNotFoundError(BM3D_MISSING) from err
-    return _per_plane(image, lambda p: _white_or_stabilised(p, noise, lambda x, s: bm3d.bm3d(x, sigma_psd=s)))
+
+    def run(plane: np.ndarray, sigma: float, width: float) -> np.ndarray:
+        if width <= 0:
+            return bm3d.bm3d(plane, sigma_psd=sigma)
+        with _bm4d_numpy():
+            return bm3d.bm3d(plane, sigma_psd=correlated_psd(plane.shape, sigma, width))
+
+    return _per_plane(image, lambda p: _white_or_stabilised(p, noise, run))
 
 
 def denoise(method: str, image: np.ndarray, sigma: float | None = None, noise: str = "vst") -> np.ndarray:
