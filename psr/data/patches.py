@@ -4,6 +4,7 @@ fixed normalised patches ``(C, *patch)`` from a list of them), read lazily from 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,12 @@ class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
     random; an ``Augmenter`` (``psr.data.augment``) applies its albumentations transforms instead, seeded
     from the patch's own random stream.
 
+    ``zoom`` (training only) ``(lo, hi)``: each patch is read from a window ``1/z`` times its size in Y
+    and X, with ``z`` drawn log-uniformly from ``[lo, hi]``, and resized to the patch (bilinear,
+    antialiased): ``z < 1`` shrinks the structures (zoom out), ``z > 1`` enlarges them. A network trained
+    on one microscope's sampling then meets other pixel sizes (a confocal's finer structures in pixel
+    units). A window never exceeds the image: ``z`` is raised as far as needed.
+
     ``pool`` (training only) makes a fixed training set, CSBDeep's workflow: index ``j`` stands for sample
     ``j % pool`` drawn from ``(seed, sample)`` alone, the same patch in every epoch, and each item is
     ``(patch, noise_seed)`` so that the module degrades it the same way every time (``pool_noise_seed``).
@@ -117,6 +124,7 @@ class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
         max_tries: int = 10,
         percentile_jitter: tuple[tuple[float, float], tuple[float, float]] | None = None,
         pool: int | None = None,
+        zoom: tuple[float, float] | None = None,
     ) -> None:
         if pool is not None and (fixed or int(pool) < 1):
             raise ValueError(f"a training pool needs random patches and at least 1 sample, got pool={pool}")
@@ -132,6 +140,7 @@ class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
         self.foreground_threshold = float(foreground_threshold)
         self.max_tries = max(1, int(max_tries))
         self.percentile_jitter = None if fixed else percentile_jitter
+        self.zoom = None if fixed else zoom
         if self.percentile_jitter is not None and any(s.table is None for s in self.sources):
             raise ValueError("percentile_jitter needs sources with a percentile table")
         areas = np.array([float(np.prod(s.spatial_extent())) for s in self.sources])
@@ -149,17 +158,43 @@ class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
             self._arrays[k] = self.sources[k].ref.open()
         return self._arrays[k]
 
+    def _window(self, src: PatchSource, rng: np.random.Generator) -> tuple[int, ...]:
+        """The size of the window a patch of ``src`` is read from: the patch, or with ``zoom`` a window
+        ``1/z`` times its size in Y and X (within the image)."""
+        if self.zoom is None:
+            return self.patch
+        lo, hi = self.zoom
+        z = math.exp(rng.uniform(math.log(lo), math.log(hi))) if hi > lo else lo
+        extent = src.spatial_extent()[-2:]
+        z = max(z, *(p / e for p, e in zip(self.patch[-2:], extent, strict=True)))
+        return (
+            *self.patch[:-2],
+            *(min(e, max(1, round(p / z))) for p, e in zip(self.patch[-2:], extent, strict=True)),
+        )
+
+    def _resize(self, block: np.ndarray) -> np.ndarray:
+        """``block`` ``(C, *window)`` resized to the patch in Y and X (bilinear, antialiased)."""
+        size = tuple(self.patch[-2:])
+        if block.shape[-2:] == size:
+            return block
+        planes = torch.from_numpy(np.ascontiguousarray(block)).reshape(-1, 1, *block.shape[-2:])
+        planes = torch.nn.functional.interpolate(
+            planes, size=size, mode="bilinear", antialias=True, align_corners=False
+        )
+        return planes.reshape(*block.shape[:-2], *size).numpy()
+
     def _draw(self, rng: np.random.Generator) -> tuple[int, np.ndarray]:
         """A random source and an un-normalised patch of it ``(C, *patch)`` float32."""
         k = int(rng.choice(len(self.sources), p=self.weights))
         src = self.sources[k]
+        window = self._window(src, rng)
         index: list[slice | int] = [slice(None)] * len(src.ref.shape)
         for axis in src.plane_axes:
             width = self.frames if axis == src.frame_axis else 1
             j = int(rng.integers(src.ref.shape[axis] - width + 1))
             index[axis] = slice(j, j + width)
-        for n, (axis, size) in enumerate(zip(src.spatial_axes, self.patch, strict=True)):
-            lo, hi = src.y_range if n == len(self.patch) - 2 else (0, src.ref.shape[axis])
+        for n, (axis, size) in enumerate(zip(src.spatial_axes, window, strict=True)):
+            lo, hi = src.y_range if n == len(window) - 2 else (0, src.ref.shape[axis])
             start = int(rng.integers(lo, hi - size + 1))
             index[axis] = slice(start, start + size)
         if src.channel_axis is not None:
@@ -168,10 +203,10 @@ class PatchDataset(Dataset[torch.Tensor | tuple[torch.Tensor, int]]):
         if src.frame_axis is not None:
             # (…, frames, …) → (frames, *spatial): the window of neighbouring frames becomes the channels.
             block = np.moveaxis(block, src.frame_axis, 0)
-            return k, block.reshape(self.frames, *block.shape[-len(self.patch) :]).astype(np.float32)
-        return k, _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes).astype(
-            np.float32
-        )
+            block = block.reshape(self.frames, *block.shape[-len(window) :])
+        else:
+            block = _to_channels_first(block, src.ref.axes, src.channel_axis, src.spatial_axes)
+        return k, self._resize(block.astype(np.float32))
 
     def _normalise(self, block: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
         return apply_range(block, low, high, dtype=np.float32)  # float32 patches stay float32 throughout
@@ -328,3 +363,21 @@ def jitter_ranges(
             " entirely below the high one"
         )
     return (a0, a1), (b0, b1)
+
+
+def zoom_range(zoom: float | Sequence[float] | None) -> tuple[float, float] | None:
+    """``data.zoom`` as ``(lo, hi)``: ``None`` (no zoom), one factor, or a ``[lo, hi]`` range, each > 0."""
+    if zoom is None:
+        return None
+    try:
+        values = [float(zoom)] * 2 if isinstance(zoom, int | float) else [float(z) for z in zoom]
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"data.zoom must be null, a factor or a [min, max] range like [0.5, 1.0], got {zoom!r}"
+        ) from err
+    if len(values) != 2 or not all(math.isfinite(v) and v > 0 for v in values) or values[0] > values[1]:
+        raise ValueError(
+            f"data.zoom {zoom!r} must be a factor or a [min, max] range of positive factors with min <= max"
+            " (e.g. [0.5, 1.0]: structures shown at half to full size)"
+        )
+    return values[0], values[1]

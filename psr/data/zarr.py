@@ -34,6 +34,7 @@ from psr.data.patches import (
     jitter_ranges,
     patch_layout,
     samples_done,
+    zoom_range,
 )
 from psr.data.statistics import (
     PERCENTILE_GRID,
@@ -107,6 +108,8 @@ class ZarrDataModule(L.LightningDataModule):
             ``max_tries`` draws the best candidate is kept.
         percentile_jitter: ``[[lo_min, lo_max], [hi_min, hi_max]]``: training patches are normalised
             with percentiles drawn from these ranges (``None``: always ``percentiles``).
+        zoom: training patches read from windows ``1/z`` times their size and resized, ``z`` drawn
+            log-uniformly from ``[min, max]`` (a factor, or ``None``: no zoom); see ``PatchDataset``.
         train_pool: a fixed training set of this many patches, drawn once and each degraded the same
             way every epoch (CSBDeep's one noisy copy); ``None``: fresh patches and degradations always.
         storage_options: passed to fsspec for URLs (e.g. ``{"anon": True}`` for a public s3 bucket).
@@ -139,6 +142,7 @@ class ZarrDataModule(L.LightningDataModule):
         max_tries: int = 10,
         percentile_jitter: Sequence[Sequence[float]] | None = None,
         train_pool: int | None = None,
+        zoom: float | Sequence[float] | None = None,
         storage_options: Mapping[str, Any] | None = None,
         cache_statistics: bool = True,
         manifest: str | Mapping[str, Any] | None = None,
@@ -218,6 +222,7 @@ class ZarrDataModule(L.LightningDataModule):
         self.foreground_threshold = float(foreground_threshold)
         self.max_tries = int(max_tries)
         self.percentile_jitter = jitter_ranges(percentile_jitter)
+        self.zoom = zoom_range(zoom)
         self.train_pool = None if train_pool is None else int(train_pool)
         self.storage_options = dict(storage_options) if storage_options else None
         self.cache_statistics = cache_statistics
@@ -458,6 +463,7 @@ class ZarrDataModule(L.LightningDataModule):
             augment=self.augment,
             percentile_jitter=self.percentile_jitter,
             pool=self.train_pool,
+            zoom=self.zoom,
             **self._sampling(),
         )
         # Each patch is drawn from (seed, epoch, index) alone: the same with any number of workers.
