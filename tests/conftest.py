@@ -111,6 +111,37 @@ def compose_cfg(tmp_path: Path, cache_dir: Path) -> Iterator[Callable[..., objec
     GlobalHydra.instance().clear()
 
 
+def compose_entry(run: Path, cache: Path, *overrides: str, config: str = "train") -> object:
+    """Compose ``conf/<config>.yaml`` as its entry point does (Hydra's config set, its node removed); for
+    ``train``, with the tiny settings (not the demo's image count and size when ``data=`` changes), the
+    run folder ``run`` and the cache ``cache``."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    other_data = any(o.startswith("data=") for o in overrides)
+    tiny = [o for o in TINY if not (other_data and o.startswith(("data.n_images", "data.image_size")))]
+    base = [*tiny, f"paths.output_dir={run}", f"paths.cache_dir={cache}"] if config == "train" else []
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config, overrides=[*base, *overrides], return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def configure(tmp_path: Path, cache_dir: Path) -> Iterator:
+    """Compose a config as its entry point does: ``configure(*overrides, config="train")`` (the reliability
+    tests: ``test_reliability.py`` and ``test_reliability_runs.py``)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    yield lambda *o, config="train": compose_entry(tmp_path / "run", cache_dir, *o, config=config)
+    GlobalHydra.instance().clear()
+
+
 @pytest.fixture
 def write_zarr(tmp_path: Path) -> Callable[..., Path]:
     """Write ``array`` as a bare zarr array under ``tmp_path`` and return its path."""

@@ -1,7 +1,8 @@
 """Faults as a user meets them, each command in its own process: a run folder another process holds, a
 disk that fills up (a small tmpfs mounted in a user and mount namespace, skipped where the machine does
 not allow one), SIGTERM in segment, evaluate and export, and the lines that say where the outputs went.
-The in-process cases (patched writers, resume, whole-input checks) are in ``test_reliability.py``."""
+The in-process cases (patched writers, resume, whole-input checks) are in ``test_reliability.py`` and
+``test_reliability_runs.py``."""
 
 from __future__ import annotations
 
